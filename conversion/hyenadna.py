@@ -1,0 +1,54 @@
+"""HyenaDNA checkpoints.
+
+* ``hyenadna``: ``weights.ckpt`` of LongSafari/hyenadna-*-seqlen, a Lightning checkpoint whose ``state_dict`` keys
+  carry a ``model.`` prefix; models trained with ``checkpoint_mixer`` / ``checkpoint_mlp`` have an extra ``.layer.``
+  segment (``mixer.layer.in_proj``); ``config.json`` holds the original constructor fields.
+* ``hyenadna-hf``: the ``-hf`` hub twins, ``model.safetensors`` with keys ``hyena.backbone.*`` and ``lm_head.weight``.
+
+Modulation shift: the training code (which produced the weights) uses 0.0; ``standalone_hyenadna.py`` and the -hf
+port use 0.05. The converter defaults to the trained behaviour and records the shift in the config.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+FORMAT = "hyenadna"
+HF_FORMAT = "hyenadna-hf"
+FAMILY = "hyenadna"
+TRAINING_SHIFT = 0.0
+STANDALONE_SHIFT = 0.05
+
+_CHECKPOINT_WRAPPER = re.compile(r"(backbone\.layers\.\d+\.(?:mixer|mlp))\.layer\.")
+
+
+def detect(keys: set[str]) -> bool:
+    return any(k.startswith("model.backbone.layers.") and ".filter_fn." in k for k in keys)
+
+
+def detect_hf(keys: set[str]) -> bool:
+    return any(k.startswith("hyena.backbone.") for k in keys)
+
+
+def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+        out[_CHECKPOINT_WRAPPER.sub(r"\1.", key)] = value
+    return out
+
+
+def canonicalize(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _strip(state_dict, "model.")
+
+
+def canonicalize_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _strip(state_dict, "hyena.")
+
+
+def to_hf_layout(canonical: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The -hf twins' key layout, from canonical keys (used to build test files of that layout)."""
+    return {(k if k == "lm_head.weight" else "hyena." + k): v for k, v in canonical.items()}

@@ -1,0 +1,107 @@
+"""The long convolution, Hyena's one expensive operation, behind ONE dispatch function.
+
+``long_conv(v, h, D, pre_gate, post_gate)`` computes, per channel,
+
+    u = pre_gate * v                      (pre_gate optional)
+    y = post_gate * (causal_conv(u, h) + D * u)   (post_gate optional)
+
+with ``v, gates: (B, C, L)``, ``h: (C, Lh)`` (``Lh`` may be shorter than ``L``), ``D: (C,)``. The arithmetic runs in
+float32 at least (float64 stays float64), the result comes back in the dtype of ``v``. The modeling code calls only
+this function; the implementation (pure PyTorch here, Triton kernels where available) is chosen in ``resolve_impl``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENV_OVERRIDE = "HYENA_LONG_CONV_IMPL"
+
+
+def _fast_fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: pocketfft / cuFFT are fastest at such sizes."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def causal_conv_torch(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Causal convolution y[t] = sum_{j<=t} h[j] u[t-j] by real FFTs of size >= 2L (no circular wrap-around).
+
+    ``u: (..., C, L)`` and ``h: (C, Lh)``, both already in the compute dtype. The filter spectrum is computed once
+    and broadcast over the batch.
+    """
+    seqlen = u.shape[-1]
+    h = h[..., :seqlen]
+    n = _fast_fft_size(2 * seqlen)
+    h_f = torch.fft.rfft(h, n=n)
+    u_f = torch.fft.rfft(u, n=n)
+    return torch.fft.irfft(u_f * h_f, n=n)[..., :seqlen]
+
+
+def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None):
+    """Pure-PyTorch reference of :func:`long_conv` (also the CPU path)."""
+    out_dtype = v.dtype
+    dtype = compute_dtype(v.dtype)
+    u = v.to(dtype)
+    if pre_gate is not None:
+        u = u * pre_gate.to(dtype)
+    y = causal_conv_torch(u, h.to(dtype))
+    if D is not None:
+        y = y + u * D.to(dtype).unsqueeze(-1)
+    if post_gate is not None:
+        y = y * post_gate.to(dtype)
+    return y.to(out_dtype)
+
+
+def _triton_available() -> bool:
+    try:
+        from hyena_hf.kernels import triton_long_conv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_impl(requested: str, device: torch.device) -> str:
+    """Pick "torch" or "triton". The environment variable HYENA_LONG_CONV_IMPL overrides the config."""
+    impl = os.environ.get(ENV_OVERRIDE, requested) or "auto"
+    if impl not in ("auto", "torch", "triton"):
+        raise ValueError(f"{ENV_OVERRIDE}/long_conv_impl must be 'auto', 'torch' or 'triton', got {impl!r}")
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if impl == "auto":
+        return "triton" if device.type == "cuda" and _triton_available() else "torch"
+    if impl == "triton":
+        if not _triton_available():
+            raise RuntimeError("long_conv_impl='triton' was forced but the Triton kernels cannot be imported "
+                               "(install the 'triton' extra)")
+        if device.type != "cuda" and not interpreted:
+            raise RuntimeError(f"long_conv_impl='triton' was forced on a {device.type} tensor; Triton needs a CUDA "
+                               "device (or TRITON_INTERPRET=1 for the CPU interpreter)")
+    return impl
+
+
+def long_conv(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None = None,
+              pre_gate: torch.Tensor | None = None, post_gate: torch.Tensor | None = None,
+              impl: str = "auto") -> torch.Tensor:
+    """Gated causal long convolution; see the module docstring. ``impl``: "auto" | "torch" | "triton"."""
+    if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
+        raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")
+    if resolve_impl(impl, v.device) == "triton":
+        from hyena_hf.kernels import triton_long_conv
+
+        return triton_long_conv(v, h, D, pre_gate, post_gate)
+    return long_conv_torch(v, h, D, pre_gate, post_gate)

@@ -1,0 +1,1 @@
+"""Triton kernels for the long convolution (installed as ``hyena_hf.kernels``)."""
