@@ -101,6 +101,7 @@ class HyenaOperator(nn.Module):
         d, order = config.hidden_size, config.hyena_order
         self.in_proj = nn.Linear(d, (order + 1) * d)
         self.out_proj = nn.Linear(d, d)
+        self.out_proj.is_residual_projection = True
         width = (order + 1) * d
         self.short_filter = nn.Conv1d(width, width, config.short_filter_order, groups=width,
                                       padding=config.short_filter_order - 1)
@@ -218,10 +219,15 @@ class HyenaAttention(nn.Module):
         self.head_dim = config.hidden_size // self.num_heads
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj.is_residual_projection = True
         self.rotary_dim = config.rotary_emb_dim
         if self.rotary_dim:
-            inv_freq = 1.0 / (config.rotary_emb_base ** (torch.arange(0, self.rotary_dim, 2).float() / self.rotary_dim))
-            self.register_buffer("inv_freq", inv_freq, persistent=False)
+            self.register_buffer("inv_freq", self.rotary_inv_freq(config), persistent=False)
+
+    @staticmethod
+    def rotary_inv_freq(config: HyenaConfig) -> torch.Tensor:
+        dim = config.rotary_emb_dim
+        return 1.0 / (config.rotary_emb_base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
     def _apply_rotary(self, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         freqs = position_ids[:, None, :, None].to(self.inv_freq.dtype) * self.inv_freq  # (B, 1, L, r/2)
@@ -264,6 +270,7 @@ class HyenaMLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc2.is_residual_projection = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
@@ -319,7 +326,11 @@ class HyenaPreTrainedModel(PreTrainedModel):
         cfg = self.config
         std = cfg.initializer_range
         if isinstance(module, nn.Linear):
-            init.normal_(module.weight, std=std)
+            if cfg.rescale_prenorm_residual and getattr(module, "is_residual_projection", False):
+                # GPT-2 scheme of the original: residual-branch outputs scaled by 1/sqrt(2 n_layer)
+                init.normal_(module.weight, std=std / math.sqrt(2 * cfg.num_hidden_layers))
+            else:
+                init.normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -342,9 +353,8 @@ class HyenaPreTrainedModel(PreTrainedModel):
             init.normal_(module.D, std=1.0)
         elif isinstance(module, H3Mixer):
             self._init_h3(module)
-        if cfg.rescale_prenorm_residual and isinstance(module, (HyenaOperator, HyenaAttention, HyenaMLP)):
-            proj = module.fc2 if isinstance(module, HyenaMLP) else module.out_proj
-            init.normal_(proj.weight, std=std / math.sqrt(2 * cfg.num_hidden_layers))
+        elif isinstance(module, HyenaAttention) and module.rotary_dim:
+            init.copy_(module.inv_freq, module.rotary_inv_freq(cfg))
 
     def _init_h3(self, module: H3Mixer) -> None:
         """S4D-Lin init: A = -1/2 + i pi n, dt log-uniform in [1e-3, 1e-1], B = 1, C ~ N(0, 1/2) complex; shift B = e_1."""

@@ -1,0 +1,66 @@
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hyena_hf  # noqa: F401  (registers the Auto classes)
+from hyena_hf import HyenaConfig, HyenaForCausalLM
+from hyena_hf.conversion import convert_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures" / "original"
+CHECKPOINT_FILES = {
+    "safari_hyena_lm": "model.ckpt",
+    "safari_hyena_order3_attn": "model.ckpt",
+    "hyenadna_lm": "weights.ckpt",
+    "hyenadna_lm_ckpt_layers": "weights.ckpt",
+    "hyenadna_lm_lightning_full": "weights.ckpt",
+    "h3_lm": "model.pt",
+}
+FIXTURE_NAMES = sorted(CHECKPOINT_FILES)
+
+
+def fixture_dir(name: str) -> Path:
+    return FIXTURES / name
+
+
+@functools.lru_cache(maxsize=None)
+def fixture_tensors(name: str) -> dict:
+    return load_file(str(FIXTURES / name / "fixture.safetensors"))
+
+
+def fixture_meta(name: str) -> dict:
+    return json.loads((FIXTURES / name / "meta.json").read_text())
+
+
+def load_fixture_model(name: str, **kwargs) -> HyenaForCausalLM:
+    folder = FIXTURES / name
+    return convert_checkpoint(folder / CHECKPOINT_FILES[name], folder / "meta.json", **kwargs)
+
+
+def tiny_config(**overrides) -> HyenaConfig:
+    fields = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+                  max_position_embeddings=64, filter_order=16, filter_emb_dim=5, filter_sin_freq=10.0,
+                  embd_pdrop=0.0, pad_token_id=0)
+    fields.update(overrides)
+    return HyenaConfig(**fields)
+
+
+def tiny_model(seed: int = 0, **overrides) -> HyenaForCausalLM:
+    torch.manual_seed(seed)
+    return HyenaForCausalLM(tiny_config(**overrides)).eval()
+
+
+# The three mixer families, and a hybrid with rotary attention: most behavioural tests run on each.
+VARIANTS = {
+    "hyena2": {},
+    "hyena3_attn_rotary": dict(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4, rotary_emb_dim=8),
+    "h3_attn": dict(filter_type="h3", ssm_state_size=8, attn_layer_idx=[0], num_attention_heads=2),
+}
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def variant_model(request):
+    return tiny_model(**VARIANTS[request.param])

@@ -1,0 +1,79 @@
+"""The pure-PyTorch long convolution against a naive O(L^2) float64 convolution, and the dispatch rules."""
+
+import pytest
+import torch
+
+from hyena_hf.ops import _fast_fft_size, long_conv, long_conv_torch, resolve_impl
+
+
+def naive(v, h, D=None, pre=None, post=None):
+    v, h = v.double(), h.double()
+    u = v if pre is None else v * pre.double()
+    B, C, L = u.shape
+    y = torch.zeros_like(u)
+    for t in range(L):
+        for j in range(min(t + 1, h.shape[-1])):
+            y[..., t] += h[:, j] * u[..., t - j]
+    if D is not None:
+        y = y + u * D.double()[:, None]
+    return y if post is None else y * post.double()
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 17, 64, 100])
+@pytest.mark.parametrize("gated", [False, True])
+def test_matches_naive_convolution(L, gated):
+    g = torch.Generator().manual_seed(L)
+    B, C = 2, 3
+    v = torch.randn(B, C, L, generator=g)
+    h = torch.randn(C, L, generator=g)
+    D = torch.randn(C, generator=g)
+    pre = torch.randn(B, C, L, generator=g) if gated else None
+    post = torch.randn(B, C, L, generator=g) if gated else None
+    ref = naive(v, h, D, pre, post)
+    out = long_conv(v, h, D, pre, post, impl="torch")
+    assert out.dtype == torch.float32
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max() + 1e-6
+    out64 = long_conv(v.double(), h.double(), D.double(), None if pre is None else pre.double(),
+                      None if post is None else post.double())
+    assert (out64 - ref).abs().max() <= 1e-12 * ref.abs().max() + 1e-12
+
+
+def test_filter_shorter_than_input_and_half_precision():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(1, 4, 50, generator=g)
+    h = torch.randn(4, 9, generator=g)
+    ref = naive(v, h)
+    assert (long_conv(v, h) - ref).abs().max() < 1e-5
+    out = long_conv(v.bfloat16(), h)
+    assert out.dtype == torch.bfloat16
+    assert (out.double() - ref).abs().max() < 1e-2 * ref.abs().max()
+
+
+def test_fast_fft_sizes():
+    for n in [1, 2, 7, 100, 257, 1000, 4097]:
+        m = _fast_fft_size(n)
+        assert m >= n and m < 2 * n
+        rest = m
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        assert rest == 1
+
+
+def test_dispatch_rules(monkeypatch):
+    monkeypatch.delenv("HYENA_LONG_CONV_IMPL", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert resolve_impl("auto", torch.device("cpu")) == "torch"
+    assert resolve_impl("torch", torch.device("cpu")) == "torch"
+    with pytest.raises(RuntimeError, match="triton"):
+        resolve_impl("triton", torch.device("cpu"))
+    monkeypatch.setenv("HYENA_LONG_CONV_IMPL", "bogus")
+    with pytest.raises(ValueError, match="HYENA_LONG_CONV_IMPL"):
+        resolve_impl("auto", torch.device("cpu"))
+    with pytest.raises(ValueError, match="long_conv expects"):
+        long_conv(torch.zeros(2, 3), torch.zeros(3, 4))
+
+
+def test_reference_is_what_the_dispatch_runs_on_cpu():
+    v, h = torch.randn(2, 3, 20), torch.randn(3, 20)
+    assert torch.equal(long_conv(v, h), long_conv_torch(v, h))
