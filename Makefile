@@ -3,7 +3,7 @@
 # re-run reuses it (~seconds) and a change of requirements builds a fresh one. torch is pinned by constraints.txt:
 # without it pip would pull a multi-GB CUDA build.
 PYTHON ?= python3
-VENV_KEY := $(shell cat constraints.txt setup.cfg pyproject.toml | cat - <(echo $(CURDIR)) | sha256sum | cut -c1-16)
+VENV_KEY := $(shell (cat constraints.txt setup.cfg pyproject.toml; echo "$(CURDIR)") | sha256sum | cut -c1-16)
 VENV ?= $(HOME)/.cache/hyena-hf/venv-$(VENV_KEY)
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 SHELL := /bin/bash
