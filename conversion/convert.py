@@ -37,8 +37,8 @@ def detect_format(state_dict: dict[str, torch.Tensor]) -> str:
 def read_original_config(path: str | Path) -> dict:
     """Original constructor fields from a JSON or YAML file.
 
-    Accepts HyenaDNA's ``config.json`` (fields at top level), a fixture ``meta.json`` (``model_kwargs``), and
-    safari / H3 experiment YAMLs (``model:`` section).
+    Accepts HyenaDNA's ``config.json`` (fields at top level), the -hf twins' ``config.json`` (``model_type:
+    hyenadna``), a fixture ``meta.json`` (``model_kwargs``), and safari / H3 experiment YAMLs (``model:`` section).
     """
     path = Path(path)
     text = path.read_text()
@@ -50,6 +50,8 @@ def read_original_config(path: str | Path) -> dict:
         data = json.loads(text)
     if not isinstance(data, dict):
         raise ConversionError(f"original config {path} does not hold a mapping")
+    if data.get("model_type") == "hyenadna":  # the -hf twins' transformers config
+        return hyenadna.original_kwargs_from_hf_config(data)
     if isinstance(data.get("model_kwargs"), dict):
         data = data["model_kwargs"]
     elif isinstance(data.get("model"), dict) and "d_model" in data["model"]:

@@ -3,17 +3,21 @@
 Importing the package registers the model with the transformers Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          AutoTokenizer)
 
 from .configuration_hyena import HyenaConfig
 from .modeling_hyena import HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel, HyenaPreTrainedModel
 from .ops import long_conv
+from .tokenization_hyenadna import HyenaDNATokenizer
 
 AutoConfig.register(HyenaConfig.model_type, HyenaConfig, exist_ok=True)
 AutoModel.register(HyenaConfig, HyenaModel, exist_ok=True)
 AutoModelForCausalLM.register(HyenaConfig, HyenaForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(HyenaConfig, HyenaForSequenceClassification, exist_ok=True)
+# Lets AutoTokenizer find HyenaDNATokenizer by the class name saved in tokenizer_config.json.
+AutoTokenizer.register(HyenaConfig, tokenizer_class=HyenaDNATokenizer, exist_ok=True)
 
 __version__ = "0.1.0"
 __all__ = ["HyenaConfig", "HyenaModel", "HyenaForCausalLM", "HyenaForSequenceClassification",
-           "HyenaPreTrainedModel", "long_conv"]
+           "HyenaPreTrainedModel", "HyenaDNATokenizer", "long_conv"]

@@ -99,9 +99,39 @@ def cmd_demo(args) -> None:
     (model_dir / "demo_generation.json").write_text(json.dumps(report, indent=2))
 
 
+def cmd_convert(args) -> None:
+    from hyena_hf.conversion.export import convert_to_folder
+
+    info = convert_to_folder(args.source, args.output_dir, fmt=args.format, original_config=args.original_config,
+                             preset=args.preset, dtype=args.dtype, modulation_shift=args.modulation_shift,
+                             reference=args.reference, tokenizer=args.tokenizer, push_to_hub=args.push_to_hub,
+                             overwrite=args.overwrite, max_shard_size=args.max_shard_size)
+    print(f"converted {info['source']} ({info['format']}, sha256 {info['sha256'][:12]}) -> {args.output_dir}")
+    for name, diff in (info.get("parity") or {}).items():
+        print(f"  parity {name}: max abs diff {diff:.3e}")
+    if info.get("tokenizer_note"):
+        print(f"  note: {info['tokenizer_note']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyena-hf", description="Hyena / HyenaDNA / H3 for transformers")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    convert = sub.add_parser("convert", help="convert an original safari / HyenaDNA / H3 checkpoint")
+    convert.add_argument("source", nargs="?", help="local file or folder, or hub repo id (default: the preset's)")
+    convert.add_argument("output_dir")
+    convert.add_argument("--format", default="auto", choices=["auto", "safari", "hyenadna", "hyenadna-hf", "h3"])
+    convert.add_argument("--original-config", help="YAML/JSON with the ORIGINAL model's constructor fields")
+    convert.add_argument("--preset", help="named released checkpoint (see hyena_hf.conversion.presets.PRESETS)")
+    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    convert.add_argument("--modulation-shift", type=float, default=None,
+                         help="override the modulation shift (HyenaDNA: 0.0 as trained; 0.05 = standalone/-hf code)")
+    convert.add_argument("--reference", help="safetensors with input_ids*/logits* to record parity figures")
+    convert.add_argument("--tokenizer", help="local tokenizer folder to save with the model")
+    convert.add_argument("--push-to-hub", metavar="REPO", help="upload the converted folder to this hub repo")
+    convert.add_argument("--max-shard-size", default="2GB")
+    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
+    convert.set_defaults(func=cmd_convert)
 
     demo = sub.add_parser("demo", help="train a small Hyena on associative recall offline, save, reload, generate")
     demo.add_argument("--output-dir", default="demo_output")

@@ -1,10 +1,13 @@
 import functools
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never touch the network
 
 import hyena_hf  # noqa: F401  (registers the Auto classes)
 from hyena_hf import HyenaConfig, HyenaForCausalLM

@@ -1,0 +1,215 @@
+"""User-facing conversion: SOURCE (local file / folder / hub repo id / preset) -> a transformers model folder.
+
+The folder holds ``config.json``, ``model.safetensors`` (sharded above ``max_shard_size``), tokenizer files and a
+model card recording the source, its format, the source file's SHA-256 (and hub commit), and parity figures when a
+reference was given. It is written to a temporary sibling folder and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint_io import ConversionError, extract_state_dict, load_checkpoint
+from .convert import convert_state_dict, detect_format, read_original_config
+from .presets import Preset, get_preset, merge_original_config
+
+WEIGHT_FILES = ("weights.ckpt", "model.pt", "model.safetensors", "pytorch_model.bin", "model.ckpt")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+@dataclass
+class ResolvedSource:
+    weights: Path
+    config_file: Path | None
+    description: str
+    hub_commit: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _find_weights(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    candidates = sorted(folder.glob("*.ckpt")) + sorted(folder.glob("*.pt")) + sorted(folder.glob("*.safetensors"))
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ConversionError(f"cannot tell which file in {folder} holds the weights (found {[c.name for c in candidates]})")
+
+
+def download_from_hub(repo_id: str, filename: str | None) -> Path:
+    """Download a hub repo's weights (+ config.json); huggingface_hub shows its own progress bars."""
+    from huggingface_hub import snapshot_download
+
+    patterns = [filename] if filename else list(WEIGHT_FILES) + ["*.ckpt", "*.pt"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns + ["config.json"]))
+    except Exception as exc:  # offline, unknown repo, auth: one line naming the cause
+        raise ConversionError(f"cannot download {repo_id!r} from the hub: {str(exc).splitlines()[0]}") from None
+
+
+def resolve_source(source: str | None, preset: Preset | None) -> ResolvedSource:
+    if source is None:
+        if preset is None:
+            raise ConversionError("give a SOURCE or a --preset")
+        source = preset.hub_id
+    path = Path(source)
+    if path.is_file():
+        config = path.parent / "config.json"
+        return ResolvedSource(path, config if config.is_file() else None, str(path))
+    if path.is_dir():
+        weights = path / preset.filename if preset and (path / preset.filename).is_file() else _find_weights(path)
+        config = path / "config.json"
+        return ResolvedSource(weights, config if config.is_file() else None, str(path))
+    if source.count("/") != 1 or source.startswith((".", "/")):
+        raise ConversionError(f"SOURCE {source!r} is neither a local file or folder nor a hub repo id (owner/name)")
+    folder = download_from_hub(source, preset.filename if preset else None)
+    weights = folder / preset.filename if preset else _find_weights(folder)
+    config = folder / "config.json"
+    return ResolvedSource(weights, config if config.is_file() else None, f"hf://{source}", hub_commit=folder.name)
+
+
+def _tokenizer_for(family: str, config, tokenizer_path: str | None):
+    from hyena_hf.tokenization_hyenadna import HyenaDNATokenizer
+
+    if tokenizer_path:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(tokenizer_path), None
+    if family == "hyenadna":
+        return HyenaDNATokenizer(model_max_length=config.max_position_embeddings), None
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained("gpt2"), None
+    except Exception:
+        return None, ("GPT-2 tokenizer not reachable: add it with `AutoTokenizer.from_pretrained('gpt2')"
+                      ".save_pretrained(OUTPUT_DIR)` on a machine with internet (or pass --tokenizer PATH)")
+
+
+def parity_against_reference(model, reference: Path) -> dict[str, float]:
+    """Max |logits - reference| for every ``input_ids*`` / ``logits*`` pair of a safetensors reference file."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(reference))
+    figures = {}
+    vocab = model.config.vocab_size
+    for key in sorted(k for k in tensors if k.startswith("input_ids")):
+        suffix = key[len("input_ids"):]
+        target = tensors.get("logits" + suffix)
+        if target is None:
+            continue
+        with torch.no_grad():
+            logits = model(tensors[key].to(model.device)).logits.float().cpu()
+        figures["logits" + suffix] = (logits - target[..., :vocab].float()).abs().max().item()
+    if not figures:
+        raise ConversionError(f"reference {reference} holds no input_ids*/logits* pairs")
+    return figures
+
+
+def _model_card(info: dict) -> str:
+    lines = [f"# {info['output_name']}", "",
+             f"Converted with hyena-hf from the original **{info['format']}** checkpoint.", "",
+             "| | |", "|---|---|",
+             f"| source | `{info['source']}` |", f"| file | `{info['file']}` |",
+             f"| sha256 | `{info['sha256']}` |"]
+    if info.get("hub_commit"):
+        lines.append(f"| hub commit | `{info['hub_commit']}` |")
+    lines += [f"| format | {info['format']} |", f"| dtype | {info['dtype']} |",
+              f"| modulation shift | {info['modulation_shift']} |", ""]
+    if info.get("parity"):
+        lines += ["## Parity with the reference", "", "| tensor | max abs diff |", "|---|---|"]
+        lines += [f"| {k} | {v:.3e} |" for k, v in info["parity"].items()]
+        lines.append("")
+    lines += ["```python", "import hyena_hf", "from transformers import AutoModelForCausalLM",
+              "model = AutoModelForCausalLM.from_pretrained(PATH)", "```", ""]
+    return "\n".join(lines)
+
+
+def push_folder_to_hub(folder: Path, repo_id: str, api=None) -> None:
+    from huggingface_hub import HfApi
+
+    api = api or HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload model converted by hyena-hf")
+
+
+def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "auto",
+                      original_config: str | Path | None = None, preset: str | None = None, dtype: str = "float32",
+                      modulation_shift: float | None = None, reference: str | Path | None = None,
+                      tokenizer: str | None = None, push_to_hub: str | None = None, overwrite: bool = False,
+                      max_shard_size: str = "2GB", hub_api=None) -> dict:
+    """Convert and write the model folder; returns the recorded conversion info."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"output folder {output_dir} exists and is not empty (pass --overwrite)")
+    if dtype not in DTYPES:
+        raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    preset_obj = get_preset(preset) if preset else None
+    with tqdm(total=4 + bool(push_to_hub), desc="convert", unit="step") as steps:  # closes on errors too
+
+        steps.set_postfix_str("resolve source")
+        resolved = resolve_source(source, preset_obj)
+        steps.update()
+
+        steps.set_postfix_str(f"load {resolved.weights.name}")
+        state_dict = extract_state_dict(load_checkpoint(resolved.weights))
+        if fmt == "auto":
+            fmt = detect_format(state_dict)
+        original = dict(preset_obj.original_config) if preset_obj else {}
+        config_file = Path(original_config) if original_config else resolved.config_file
+        if config_file is not None:
+            original = merge_original_config(original, read_original_config(config_file))
+        steps.update()
+
+        steps.set_postfix_str("convert")
+        model = convert_state_dict(state_dict, original, fmt, modulation_shift)
+        model = model.to(DTYPES[dtype])
+        family = "hyenadna" if fmt.startswith("hyenadna") else fmt
+        tok, tokenizer_note = _tokenizer_for(family, model.config, tokenizer)
+        info = {"output_name": output_dir.name, "source": resolved.description, "file": resolved.weights.name,
+                "sha256": sha256_of(resolved.weights), "hub_commit": resolved.hub_commit, "format": fmt,
+                "dtype": dtype, "modulation_shift": model.config.modulation_shift,
+                "original_config": str(config_file) if config_file else None, "preset": preset}
+        if reference:
+            info["parity"] = parity_against_reference(model, Path(reference))
+        steps.update()
+
+        steps.set_postfix_str("save")
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+        try:
+            model.save_pretrained(staging, max_shard_size=max_shard_size)
+            if tok is not None:
+                tok.save_pretrained(staging)
+            (staging / "README.md").write_text(_model_card(info))
+            (staging / "conversion.json").write_text(json.dumps(info, indent=2))
+            if output_dir.exists():
+                shutil.rmtree(output_dir)
+            staging.rename(output_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        steps.update()
+        if push_to_hub:
+            steps.set_postfix_str(f"push to {push_to_hub}")
+            push_folder_to_hub(output_dir, push_to_hub, hub_api)
+            steps.update()
+    if tokenizer_note:
+        info["tokenizer_note"] = tokenizer_note
+    return info
