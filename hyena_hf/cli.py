@@ -91,7 +91,7 @@ def cmd_demo(args) -> None:
     fresh = build_dataset(task, make_tokenizer(task_words(task)), args.fresh_prompts, seed=args.seed + 2)
     print(f"[3/3] reloading with AutoModelForCausalLM and answering {len(fresh)} fresh recall prompts through "
           "pipeline('text-generation')")
-    report = _demo_generate(str(model_dir), fresh["prompt"], fresh["answer"], max_new_tokens=1)
+    report = _demo_generate(str(model_dir), list(fresh["prompt"]), list(fresh["answer"]), max_new_tokens=1)
     for ex in report["examples"]:
         print(f"      ...{ex['prompt'][-40:]!r} -> {ex['output']!r}")
     print(f"      pipeline accuracy {report['accuracy']:.1%} on fresh prompts, "
