@@ -18,8 +18,11 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutputWithPast,
 )
 
+from transformers.cache_utils import DynamicLayer
+
+from .cache_hyena import H3State, HyenaCache, HyenaConvState
 from .configuration_hyena import HyenaConfig
-from .ops import long_conv
+from .ops import compute_dtype, long_conv
 
 
 def _padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -115,11 +118,17 @@ class HyenaOperator(nn.Module):
         h = h.view(seqlen, d, n).permute(2, 1, 0)
         return h, self.filter.D.view(d, n).t()
 
-    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                state: HyenaConvState | None = None) -> torch.Tensor:
+        if state is not None and state.fir is not None:
+            return self.step(hidden_states, state)
         seqlen = hidden_states.shape[1]
         u = self.in_proj(hidden_states).transpose(1, 2)  # (B, (order+1) d, L)
         if padding_mask is not None:
             u = u * padding_mask
+        if state is not None:  # prefill: keep the short filter's window
+            k = self.config.short_filter_order - 1
+            state.fir = F.pad(u, (k, 0))[..., seqlen:]  # the last k inputs (zeros before the start)
         uc = self.short_filter(u)[..., :seqlen]
         *xs, v = uc.split(self.config.hidden_size, dim=1)
         h, skip = self.long_filters(seqlen)
@@ -127,12 +136,38 @@ class HyenaOperator(nn.Module):
         for o, x_i in enumerate(gates):
             pre_gate = x_i if padding_mask is None else x_i * padding_mask
             post_gate = xs[0] if o == len(gates) - 1 else None
-            if self.training and self.dropout.p > 0:
+            if (self.training and self.dropout.p > 0) or state is not None:
                 v = self.dropout(v * pre_gate)
                 pre_gate = None
+                if state is not None:
+                    state.append(o, v.to(compute_dtype(v.dtype)))
             v = long_conv(v, h[o], skip[o] if self.config.filter_use_bias else None, pre_gate, post_gate,
                           impl=self.config.long_conv_impl)
+        if state is not None:
+            h_full, skip = self.long_filters(self.config.max_position_embeddings)
+            state.filters = (h_full.flip(-1), skip if self.config.filter_use_bias else torch.zeros_like(skip))
         return self.out_proj(v.transpose(1, 2))
+
+    def step(self, hidden_states: torch.Tensor, state: HyenaConvState) -> torch.Tensor:
+        """Exact decoding of new tokens: the causal convolution sum over the stored history, O(T d) per token."""
+        u_all = self.in_proj(hidden_states).transpose(1, 2)
+        weight, bias = self.short_filter.weight[:, 0], self.short_filter.bias
+        h_rev, skip = state.filters
+        outputs = []
+        for t in range(u_all.shape[-1]):
+            window = torch.cat([state.fir, u_all[..., t:t + 1]], dim=-1)
+            state.fir = window[..., 1:]
+            uc = (window * weight).sum(-1) + bias
+            *xs, v = uc.split(self.config.hidden_size, dim=1)
+            dtype = compute_dtype(v.dtype)
+            v = v.to(dtype)
+            for o, x_i in enumerate(reversed(xs[1:])):
+                u = v * x_i.to(dtype)
+                history = state.append(o, u[..., None])
+                v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1]:].to(dtype)).sum(-1)
+                v = v + skip[o].to(dtype) * u
+            outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
+        return self.out_proj(torch.stack(outputs, dim=1))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -189,7 +224,10 @@ class H3Mixer(nn.Module):
         vandermonde = torch.exp(dA.log().unsqueeze(-1) * pos)  # (d, n/2, L)
         return 2 * torch.einsum("dn,dnl->dl", dC, vandermonde).real
 
-    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                state: H3State | None = None) -> torch.Tensor:
+        if state is not None and state.ssm is not None:
+            return self.step(hidden_states, state)
         seqlen = hidden_states.shape[1]
         q = self.q_proj(hidden_states).transpose(1, 2)
         k = self.k_proj(hidden_states).transpose(1, 2)
@@ -197,7 +235,36 @@ class H3Mixer(nn.Module):
         impl = self.config.long_conv_impl
         kv = long_conv(k, self.shift_kernel(seqlen), self.shift_D, padding_mask, v, impl=impl)
         y = long_conv(kv, self.ssm_kernel(seqlen), self.D, padding_mask, q, impl=impl)
+        if state is not None:
+            self._prefill_state(k, kv, padding_mask, state)
         return self.out_proj(y.transpose(1, 2))
+
+    def _prefill_state(self, k, kv, padding_mask, state: H3State) -> None:
+        """Shift state: the last d_state keys; SSM state: sum_t dA^(T-1-t) dC' kv_t (what the recurrence reaches)."""
+        n, seqlen = self.config.ssm_state_size, k.shape[-1]
+        dtype = compute_dtype(k.dtype)
+        k = k.to(dtype) if padding_mask is None else k.to(dtype) * padding_mask.to(dtype)
+        state.shift = F.pad(k, (n, 0))[..., seqlen:]
+        dA, dC = self.diag_ssm_discrete()
+        powers = torch.exp(dA.log().unsqueeze(-1) * torch.arange(seqlen - 1, -1, -1, device=k.device, dtype=dtype))
+        state.ssm = dC.unsqueeze(0) * torch.einsum("bdt,dnt->bdn", kv.to(powers.dtype), powers)
+
+    def step(self, hidden_states: torch.Tensor, state: H3State) -> torch.Tensor:
+        """H3's recurrence: shift SSM as an FIR window, diagonal SSM as a complex state; O(d * d_state) per token."""
+        n = self.config.ssm_state_size
+        shift_kernel = self.shift_kernel(n).flip(-1)
+        dA, dC = self.diag_ssm_discrete()
+        outputs = []
+        for t in range(hidden_states.shape[1]):
+            x = hidden_states[:, t]
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            dtype = compute_dtype(k.dtype)
+            state.shift = torch.cat([state.shift[..., 1:], k.to(dtype)[..., None]], dim=-1)
+            kv = ((state.shift * shift_kernel).sum(-1) + self.shift_D.to(dtype) * k.to(dtype)) * v.to(dtype)
+            state.ssm = dA * state.ssm + dC * kv[..., None]
+            y = 2 * state.ssm.sum(-1).real + self.D.to(dtype) * kv
+            outputs.append((y * q.to(dtype)).to(hidden_states.dtype))
+        return self.out_proj(torch.stack(outputs, dim=1))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -236,28 +303,38 @@ class HyenaAttention(nn.Module):
         rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim:]
         return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
-    def forward(self, hidden_states: torch.Tensor, attn_bias: torch.Tensor | None,
-                position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attn_bias: torch.Tensor | None, position_ids: torch.Tensor,
+                layer_cache: DynamicLayer | None = None) -> torch.Tensor:
         bsz, seqlen, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(bsz, seqlen, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
         if self.rotary_dim:
             q, k = self._apply_rotary(q, position_ids), self._apply_rotary(k, position_ids)
+        if layer_cache is not None:
+            k, v = layer_cache.update(k, v)
         dropout = self.config.attention_dropout if self.training else 0.0
-        if attn_bias is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        if attn_bias is None:  # no padding, and either a plain causal square or a single new query
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=seqlen > 1, dropout_p=dropout)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=dropout)
         return self.out_proj(out.transpose(1, 2).reshape(bsz, seqlen, -1))
 
 
-def _attention_bias(attention_mask: torch.Tensor | None, seqlen: int, device) -> torch.Tensor | None:
-    """Additive (B, 1, L, L) causal+padding mask; fully padded rows attend to themselves so no NaN appears."""
-    if attention_mask is None or bool(attention_mask.all()):
+def _attention_bias(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torch.Tensor | None:
+    """Additive (B|1, 1, q, kv) causal + padding mask for queries at positions kv_len-q_len.. kv_len-1.
+
+    None when plain causal attention is right (no padding, and no cached prefix or a single query). Every query
+    may attend to itself, so fully padded rows give finite values instead of NaN.
+    """
+    past = kv_len - q_len
+    if (attention_mask is None or bool(attention_mask.all())) and (past == 0 or q_len == 1):
         return None
-    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=device).tril()
-    allowed = causal[None] & attention_mask[:, None, :].bool()
-    allowed = allowed | torch.eye(seqlen, dtype=torch.bool, device=device)[None]
+    q_pos = torch.arange(past, kv_len, device=device)[:, None]
+    k_pos = torch.arange(kv_len, device=device)[None, :]
+    allowed = (k_pos <= q_pos)[None]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, -kv_len:].bool()
+    allowed = allowed | (k_pos == q_pos)[None]
     bias = torch.zeros(allowed.shape, dtype=torch.float32, device=device)
     return bias.masked_fill(~allowed, float("-inf"))[:, None]
 
@@ -302,17 +379,19 @@ class HyenaBlock(GradientCheckpointingLayer):
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
         return hidden_states, residual
 
-    def forward(self, hidden_states, residual=None, padding_mask=None, attn_bias=None, position_ids=None):
+    def forward(self, hidden_states, residual=None, padding_mask=None, attn_bias=None, position_ids=None,
+                layer_cache=None):
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout1, self.norm1)
         if self.mixer_type == "attention":
-            hidden_states = self.mixer(hidden_states, attn_bias, position_ids)
+            hidden_states = self.mixer(hidden_states, attn_bias, position_ids, layer_cache)
         else:
-            hidden_states = self.mixer(hidden_states, padding_mask)
+            hidden_states = self.mixer(hidden_states, padding_mask, layer_cache)
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout2, self.norm2)
         return self.mlp(hidden_states), residual
 
 
 class HyenaPreTrainedModel(PreTrainedModel):
+    _is_stateful = True
     config_class = HyenaConfig
     config: HyenaConfig
     base_model_prefix = "backbone"
@@ -395,13 +474,21 @@ class HyenaModel(HyenaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        past_key_values: HyenaCache | None = None,
+        use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> tuple | BaseModelOutputWithPast:
+        r"""
+        past_key_values (`HyenaCache`, *optional*): decoding state from a previous call (see `hyena_hf.cache_hyena`);
+            then `input_ids` holds only the new tokens and `attention_mask` covers past and new tokens.
+        use_cache (`bool`, *optional*): return a `HyenaCache` to continue decoding from.
+        """
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -409,33 +496,45 @@ class HyenaModel(HyenaPreTrainedModel):
                 raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
             inputs_embeds = self.embeddings(input_ids)
         bsz, seqlen = inputs_embeds.shape[:2]
-        _check_length(self.config, seqlen)
-        if attention_mask is not None and attention_mask.shape != (bsz, seqlen):
-            raise ValueError(f"attention_mask must have shape {(bsz, seqlen)}, got {tuple(attention_mask.shape)}")
+        if use_cache and past_key_values is None:
+            past_key_values = HyenaCache(self.config)
+        if past_key_values is not None and not isinstance(past_key_values, HyenaCache):
+            raise ValueError(f"past_key_values must be a HyenaCache, got {type(past_key_values).__name__}")
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        total = past + seqlen
+        _check_length(self.config, total)
+        if attention_mask is not None and tuple(attention_mask.shape) != (bsz, total):
+            raise ValueError(f"attention_mask must have shape {(bsz, total)} (past + new tokens), "
+                             f"got {tuple(attention_mask.shape)}")
         if position_ids is None:
             if attention_mask is not None:
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
             else:
-                position_ids = torch.arange(seqlen, device=inputs_embeds.device)[None].expand(bsz, -1)
+                position_ids = torch.arange(past, total, device=inputs_embeds.device)[None].expand(bsz, -1)
 
-        padding_mask = _padding_mask(attention_mask, inputs_embeds.dtype)
+        padding_mask = _padding_mask(None if attention_mask is None else attention_mask[:, past:], inputs_embeds.dtype)
         attn_bias = None
         if self.config.attn_layer_idx:
-            attn_bias = _attention_bias(attention_mask, seqlen, inputs_embeds.device)
+            attn_bias = _attention_bias(attention_mask, seqlen, total, inputs_embeds.device)
 
         hidden_states, residual = inputs_embeds, None
         all_hidden_states = () if output_hidden_states else None
-        for block in self.layers:
+        for i, block in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states if residual is None else residual,)
-            hidden_states, residual = block(hidden_states, residual, padding_mask, attn_bias, position_ids)
+            layer_cache = past_key_values.layers[i] if past_key_values is not None else None
+            hidden_states, residual = block(hidden_states, residual, padding_mask, attn_bias, position_ids,
+                                            layer_cache)
         residual = self.drop_f(hidden_states) + residual
         hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
+        if past_key_values is not None:
+            past_key_values.seen_tokens = total
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         if not return_dict:
-            return tuple(v for v in (hidden_states, all_hidden_states) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden_states)
+            return tuple(v for v in (hidden_states, past_key_values, all_hidden_states) if v is not None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
+                                       hidden_states=all_hidden_states)
 
 
 class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
@@ -449,7 +548,7 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        # Decoding recomputes the full forward; the recurrent cache comes with hyena_hf's own cache classes.
+        # The model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward.
         return False
 
     def get_input_embeddings(self):
@@ -464,9 +563,13 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, inputs_embeds=None, **kwargs):
-        # Without a cache every step sees the whole sequence (prompt + generated tokens).
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, use_cache=None,
+                                      inputs_embeds=None, **kwargs):
+        # With a cache only the tokens it has not seen are fed; without one, the whole sequence every step.
+        if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            input_ids = input_ids[:, past_key_values.get_seq_length():]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": past_key_values,
+                "use_cache": use_cache}
 
     def forward(
         self,
@@ -474,6 +577,8 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        past_key_values: HyenaCache | None = None,
+        use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -483,7 +588,8 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
     ) -> tuple | CausalLMOutputWithPast:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                position_ids=position_ids, output_hidden_states=output_hidden_states, return_dict=True)
+                                position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
+                                output_hidden_states=output_hidden_states, return_dict=True)
         hidden_states = outputs.last_hidden_state
         if num_logits_to_keep is not None:
             logits_to_keep = num_logits_to_keep
@@ -496,9 +602,10 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
-            output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            output = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states) if v is not None)
             return ((loss,) + output) if loss is not None else output
-        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                      hidden_states=outputs.hidden_states)
 
 
 class HyenaForSequenceClassification(HyenaPreTrainedModel):
@@ -527,7 +634,7 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
     ) -> tuple | SequenceClassifierOutputWithPast:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                output_hidden_states=output_hidden_states, return_dict=True)
+                                use_cache=False, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.score(outputs.last_hidden_state)
         bsz, seqlen = logits.shape[:2]
         # Pool the last real token: from the attention mask when given, else from pad_token_id (left or right padding).

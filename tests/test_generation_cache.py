@@ -1,0 +1,138 @@
+"""Recurrent decoding with HyenaCache: exact vs the full forward, through generate, on the golden fixtures."""
+
+import pytest
+import torch
+
+from hyena_hf.cache_hyena import H3State, HyenaCache, HyenaConvState
+from transformers.cache_utils import DynamicLayer
+from conftest import VARIANTS, fixture_tensors, load_fixture_model, tiny_model
+
+
+def _ids(bsz, seqlen, seed=0):
+    return torch.randint(1, 50, (bsz, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _stepwise_logits(model, ids, prefill, attention_mask=None):
+    """Prefill `prefill` tokens, then feed the rest one token at a time through the cache."""
+    mask = attention_mask
+    out = model(ids[:, :prefill], attention_mask=None if mask is None else mask[:, :prefill], use_cache=True)
+    cache, logits = out.past_key_values, [out.logits]
+    for t in range(prefill, ids.shape[1]):
+        out = model(ids[:, t:t + 1], past_key_values=cache,
+                    attention_mask=None if mask is None else mask[:, :t + 1])
+        logits.append(out.logits)
+    return torch.cat(logits, dim=1), cache
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
+def test_prefill_plus_steps_equals_full_forward(variant, dtype, atol):
+    model = tiny_model(**VARIANTS[variant]).to(dtype)
+    ids = _ids(2, 30)
+    with torch.no_grad():
+        full = model(ids).logits
+        for prefill in (1, 2, 11):
+            stepped, cache = _stepwise_logits(model, ids, prefill)
+            assert (stepped - full).abs().max() <= atol, (prefill, (stepped - full).abs().max())
+    assert cache.get_seq_length() == 30
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cached_steps_with_left_padding(variant):
+    model = tiny_model(**VARIANTS[variant]).to(torch.float64)
+    ids = _ids(2, 24, seed=4)
+    mask = torch.ones_like(ids)
+    mask[1, :6] = 0
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        stepped, _ = _stepwise_logits(model, ids, 9, attention_mask=mask)
+        alone = model(ids[1:, 6:]).logits
+    assert (stepped - full)[:, 6:].abs().max() < 1e-9 and (stepped[0] - full[0]).abs().max() < 1e-9
+    assert (stepped[1, 6:] - alone[0]).abs().max() < 1e-9
+
+
+def test_multi_token_continuation_of_a_cache():
+    model = tiny_model(**VARIANTS["hyena3_attn_rotary"]).to(torch.float64)
+    ids = _ids(1, 20)
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :8], use_cache=True)
+        more = model(ids[:, 8:15], past_key_values=out.past_key_values)
+    assert (more.logits - full[:, 8:15]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_generate_with_and_without_cache_agree(variant):
+    model = tiny_model(**VARIANTS[variant]).to(torch.float64)
+    prompt = _ids(2, 7, seed=9)
+    common = dict(max_new_tokens=12, pad_token_id=0)
+    greedy = model.generate(prompt, do_sample=False, use_cache=True, **common)
+    assert torch.equal(greedy, model.generate(prompt, do_sample=False, use_cache=False, **common))
+    beams = model.generate(prompt, num_beams=3, do_sample=False, use_cache=True, **common)
+    assert torch.equal(beams, model.generate(prompt, num_beams=3, do_sample=False, use_cache=False, **common))
+    torch.manual_seed(0)
+    sampled = model.generate(prompt, do_sample=True, top_k=10, use_cache=True, **common)
+    torch.manual_seed(0)
+    assert torch.equal(sampled, model.generate(prompt, do_sample=True, top_k=10, use_cache=False, **common))
+
+
+def test_eos_stops_generation():
+    model = tiny_model().to(torch.float64)
+    prompt = _ids(1, 5)
+    free = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    new = free[0, 5:].tolist()
+    eos = new[2]
+    stopped = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=eos)
+    assert stopped[0, 5:].tolist() == new[: new.index(eos) + 1]
+
+
+def test_safari_fixture_greedy_ids_with_cache():
+    model = load_fixture_model("safari_hyena_lm")
+    tensors = fixture_tensors("safari_hyena_lm")
+    out = model.generate(tensors["gen_prompt"], max_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0)
+    assert torch.equal(out, tensors["gen_ids"])
+    with torch.no_grad():
+        stepped, _ = _stepwise_logits(model, tensors["gen_ids"][:, :-1], 12)
+    assert (stepped[0, 11:] - tensors["gen_step_logits"][:, :100]).abs().max() < 1e-3
+
+
+def test_h3_fixture_recurrent_decoding_matches_original_step():
+    """The original H3.step decode: same tokens, and the same per-step logits."""
+    model = load_fixture_model("h3_lm")
+    tensors = fixture_tensors("h3_lm")
+    prompt = tensors["gen_prompt"]  # contains token 0: give the mask explicitly, 0 is not padding here
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                         use_cache=True, pad_token_id=0)
+    assert torch.equal(out, tensors["gen_ids_recurrent"])
+    with torch.no_grad():
+        stepped, _ = _stepwise_logits(model, tensors["gen_ids_recurrent"][:, :-1], 12)
+    assert (stepped[:, 11:] - tensors["gen_step_logits_recurrent"][..., :100]).abs().max() < 1e-4
+
+
+def test_cache_memory_is_what_the_docs_state():
+    config_kw = dict(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4, num_hidden_layers=3)
+    model = tiny_model(**config_kw)
+    h3 = tiny_model(filter_type="h3", ssm_state_size=8)
+    ids = _ids(2, 13)
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).past_key_values
+        h3_cache = h3(ids, use_cache=True).past_key_values
+    d, k = model.config.hidden_size, model.config.short_filter_order
+    conv = cache.layers[0]
+    assert isinstance(conv, HyenaConvState) and isinstance(cache.layers[1], DynamicLayer)
+    assert conv.fir.shape == (2, 4 * d, k - 1)
+    assert [conv.history_view(o).shape for o in range(2)] == [(2, d, 13)] * 2
+    assert cache.layers[1].keys.shape == (2, 4, 13, d // 4)
+    state = h3_cache.layers[0]
+    assert isinstance(state, H3State)
+    assert state.shift.shape == (2, d, 8) and state.ssm.shape == (2, d, 4) and state.ssm.is_complex()
+    assert all(b > 0 for b in cache.memory_bytes())
+    assert isinstance(cache, HyenaCache) and cache.get_seq_length() == 13
+
+
+def test_cached_decoding_respects_the_length_limit():
+    model = tiny_model()
+    with torch.no_grad():
+        cache = model(_ids(1, 64), use_cache=True).past_key_values
+        with pytest.raises(ValueError, match="exceeds max_position_embeddings=64"):
+            model(_ids(1, 1), past_key_values=cache)
