@@ -8,7 +8,9 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
 
 from .configuration_hyena import HyenaConfig
 from .modeling_hyena import HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel, HyenaPreTrainedModel
+from .modal import distill
 from .ops import long_conv
+from .cache_hyena import HyenaCache
 from .tokenization_hyenadna import HyenaDNATokenizer
 
 AutoConfig.register(HyenaConfig.model_type, HyenaConfig, exist_ok=True)
@@ -20,4 +22,4 @@ AutoTokenizer.register(HyenaConfig, tokenizer_class=HyenaDNATokenizer, exist_ok=
 
 __version__ = "0.1.0"
 __all__ = ["HyenaConfig", "HyenaModel", "HyenaForCausalLM", "HyenaForSequenceClassification",
-           "HyenaPreTrainedModel", "HyenaDNATokenizer", "long_conv"]
+           "HyenaPreTrainedModel", "HyenaDNATokenizer", "HyenaCache", "distill", "long_conv"]

@@ -20,8 +20,9 @@ from transformers.modeling_outputs import (
 
 from transformers.cache_utils import DynamicLayer
 
-from .cache_hyena import H3State, HyenaCache, HyenaConvState
+from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
+from .modal import ModalFilter, pole_powers
 from .ops import compute_dtype, long_conv
 
 
@@ -108,7 +109,8 @@ class HyenaOperator(nn.Module):
         width = (order + 1) * d
         self.short_filter = nn.Conv1d(width, width, config.short_filter_order, groups=width,
                                       padding=config.short_filter_order - 1)
-        self.filter = HyenaImplicitFilter(config, d * (order - 1))
+        filter_class = ModalFilter if config.filter_type == "modal" else HyenaImplicitFilter
+        self.filter = filter_class(config, d * (order - 1))
         self.dropout = nn.Dropout(config.hyena_dropout)
 
     def long_filters(self, seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,19 +142,40 @@ class HyenaOperator(nn.Module):
                 v = self.dropout(v * pre_gate)
                 pre_gate = None
                 if state is not None:
-                    state.append(o, v.to(compute_dtype(v.dtype)))
+                    self._prefill_step_state(state, o, v.to(compute_dtype(v.dtype)))
             v = long_conv(v, h[o], skip[o] if self.config.filter_use_bias else None, pre_gate, post_gate,
                           impl=self.config.long_conv_impl)
-        if state is not None:
+        if isinstance(state, HyenaConvState):
             h_full, skip = self.long_filters(self.config.max_position_embeddings)
             state.filters = (h_full.flip(-1), skip if self.config.filter_use_bias else torch.zeros_like(skip))
         return self.out_proj(v.transpose(1, 2))
+
+    def _modal_step_parameters(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Poles and residues (d, N) of order step ``step`` (channels laid out as (d, order-1))."""
+        poles, residues = self.filter.complex_poles_residues()
+        n = self.config.hyena_order - 1
+        return poles.view(self.config.hidden_size, n, -1)[:, step], residues.view(self.config.hidden_size, n, -1)[:, step]
+
+    def _prefill_step_state(self, state, step: int, u: torch.Tensor) -> None:
+        if isinstance(state, ModalState):  # s_T = sum_t p^(T-1-t) u_t, what the recurrence reaches after the prompt
+            poles, _ = self._modal_step_parameters(step)
+            seqlen = u.shape[-1]
+            exponents = torch.arange(seqlen - 1, -1, -1, device=u.device, dtype=poles.real.dtype)
+            powers = pole_powers(poles, exponents)  # (d, N, T)
+            state.ssm[step] = torch.einsum("bdt,dnt->bdn", u.to(powers.dtype), powers)
+        else:
+            state.append(step, u)
 
     def step(self, hidden_states: torch.Tensor, state: HyenaConvState) -> torch.Tensor:
         """Exact decoding of new tokens: the causal convolution sum over the stored history, O(T d) per token."""
         u_all = self.in_proj(hidden_states).transpose(1, 2)
         weight, bias = self.short_filter.weight[:, 0], self.short_filter.bias
-        h_rev, skip = state.filters
+        if isinstance(state, ModalState):
+            h_rev, skip = None, self.filter.D.view(self.config.hidden_size, -1).t()
+            if not self.config.filter_use_bias:
+                skip = torch.zeros_like(skip)
+        else:
+            h_rev, skip = state.filters
         outputs = []
         for t in range(u_all.shape[-1]):
             window = torch.cat([state.fir, u_all[..., t:t + 1]], dim=-1)
@@ -163,8 +186,13 @@ class HyenaOperator(nn.Module):
             v = v.to(dtype)
             for o, x_i in enumerate(reversed(xs[1:])):
                 u = v * x_i.to(dtype)
-                history = state.append(o, u[..., None])
-                v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1]:].to(dtype)).sum(-1)
+                if isinstance(state, ModalState):  # s <- p s + u ; y = Re sum_n R_n s_n
+                    poles, residues = self._modal_step_parameters(o)
+                    state.ssm[o] = poles * state.ssm[o] + u[..., None]
+                    v = (residues * state.ssm[o]).sum(-1).real.to(dtype)
+                else:  # exact causal convolution sum over the whole history
+                    history = state.append(o, u[..., None])
+                    v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1]:].to(dtype)).sum(-1)
                 v = v + skip[o].to(dtype) * u
             outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
         return self.out_proj(torch.stack(outputs, dim=1))
@@ -353,7 +381,7 @@ class HyenaMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-MIXER_CLASSES = {"implicit": HyenaOperator, "h3": H3Mixer, "attention": HyenaAttention}
+MIXER_CLASSES = {"implicit": HyenaOperator, "modal": HyenaOperator, "h3": H3Mixer, "attention": HyenaAttention}
 
 
 class HyenaBlock(GradientCheckpointingLayer):
@@ -429,6 +457,13 @@ class HyenaPreTrainedModel(PreTrainedModel):
             max_decay = math.log(cfg.modulation_target) / cfg.modulation_fast_decay_pct
             min_decay = math.log(cfg.modulation_target) / cfg.modulation_slow_decay_pct
             init.copy_(module.deltas, torch.linspace(min_decay, max_decay, module.channels)[None, None])
+            init.normal_(module.D, std=1.0)
+        elif isinstance(module, ModalFilter):  # damped modes spread over frequencies, small residues
+            channels, n, _ = module.poles.shape
+            magnitude = 0.5 + 0.49 * torch.rand(channels, n)
+            angle = math.pi * torch.rand(channels, n)
+            init.copy_(module.poles, torch.view_as_real(torch.polar(magnitude, angle)))
+            init.normal_(module.residues, std=0.1)
             init.normal_(module.D, std=1.0)
         elif isinstance(module, H3Mixer):
             self._init_h3(module)

@@ -61,6 +61,7 @@ VARIANTS = {
     "hyena2": {},
     "hyena3_attn_rotary": dict(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4, rotary_emb_dim=8),
     "h3_attn": dict(filter_type="h3", ssm_state_size=8, attn_layer_idx=[0], num_attention_heads=2),
+    "modal3": dict(filter_type="modal", hyena_order=3, modal_state_size=6),
 }
 
 

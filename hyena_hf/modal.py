@@ -1,0 +1,167 @@
+"""Modal (pole/residue) long filters and the distillation of implicit Hyena filters into them.
+
+A modal filter is ``h[t] = Re sum_n R_n lambda_n^t`` (the Laughing Hyena / StripedHyena form). It is evaluated for
+any length (no ``max_position_embeddings`` limit) and decodes with a complex state of ``modal_state_size`` per
+channel, so a new token costs the same at any context length.
+
+Fitting (per channel): poles from the shift invariance of the filter's Hankel matrix (Kung's / ERA method: SVD, keep
+``2N`` singular directions, eigenvalues of the shift operator; a real filter's poles come in conjugate pairs, so one
+of each pair is kept), residues by least squares, then optional Adam refinement of both.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+class ModalFilter(nn.Module):
+    """``channels`` filters with ``state_size`` complex modes each; poles/residues stored as fp32 real views."""
+
+    def __init__(self, config, channels: int):
+        super().__init__()
+        self.config = config
+        self.channels = channels
+        n = config.modal_state_size
+        self.poles = nn.Parameter(torch.zeros(channels, n, 2, dtype=torch.float32))
+        self.residues = nn.Parameter(torch.zeros(channels, n, 2, dtype=torch.float32))
+        self.D = nn.Parameter(torch.zeros(channels))
+
+    def complex_poles_residues(self) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = torch.promote_types(self.poles.dtype, torch.float32)
+        return (torch.view_as_complex(self.poles.to(dtype).contiguous()),
+                torch.view_as_complex(self.residues.to(dtype).contiguous()))
+
+    def forward(self, seqlen: int) -> torch.Tensor:
+        """(1, seqlen, channels), same layout as the implicit filter."""
+        poles, residues = self.complex_poles_residues()
+        return modal_impulse_response(poles, residues, seqlen).t().unsqueeze(0)
+
+
+def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:
+    """(C, N) poles and residues -> (C, seqlen) real filters Re sum_n R_n p_n^t."""
+    t = torch.arange(seqlen, device=poles.device, dtype=poles.real.dtype)
+    return torch.einsum("cn,cnl->cl", residues, pole_powers(poles, t)).real
+
+
+def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """(..., N) poles, (L,) exponents -> (..., N, L) p^e, through log so gradients flow; p = 0 is nudged to 1e-30
+    (log 0 = -inf would give NaN at e = 0)."""
+    safe = torch.where(poles.abs() > 1e-30, poles, torch.full_like(poles, 1e-30))
+    return torch.exp(torch.log(safe).unsqueeze(-1) * exponents)
+
+
+def hankel_poles(h: torch.Tensor, state_size: int, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Poles of (C, L) real filters by the Hankel/ERA method. Returns (C, state_size) poles, (C, k) singular values."""
+    C, L = h.shape
+    m = rows or min(L // 2, 256)
+    m = max(m, 2 * state_size + 1)
+    if m + 1 > L:
+        raise ValueError(f"filter of length {L} is too short to fit {state_size} modes")
+    cols = min(L - m + 1, 512)
+    idx = torch.arange(m)[:, None] + torch.arange(cols)[None, :]
+    hankel = h[:, idx]  # (C, m, cols)
+    U, S, _ = torch.linalg.svd(hankel, full_matrices=False)
+    order = min(2 * state_size, U.shape[-1])
+    Uk = U[..., :order]
+    shift = torch.linalg.lstsq(Uk[:, :-1], Uk[:, 1:]).solution  # (C, order, order)
+    eig = torch.linalg.eigvals(shift)  # (C, order)
+    # one pole per conjugate pair: prefer Im >= 0, then by magnitude
+    key = eig.imag.clamp(min=-1e-9).sign() * 10 + eig.abs()
+    chosen = torch.gather(eig, 1, key.argsort(dim=1, descending=True)[:, :state_size])
+    if chosen.shape[1] < state_size:  # fewer singular directions than modes: pad with zero poles
+        chosen = torch.cat([chosen, chosen.new_zeros(C, state_size - chosen.shape[1])], dim=1)
+    magnitude = chosen.abs()
+    chosen = torch.where(magnitude > 1.0, chosen / magnitude, chosen)  # keep the recurrence stable
+    return chosen, S
+
+
+def fit_residues(h: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
+    """Least-squares complex residues for fixed poles: min || Re(V R) - h ||."""
+    C, L = h.shape
+    t = torch.arange(L, dtype=poles.real.dtype, device=poles.device)
+    vander = poles.unsqueeze(-1) ** t  # (C, N, L)
+    A = torch.cat([vander.real, -vander.imag], dim=1).transpose(1, 2)  # (C, L, 2N)
+    sol = torch.linalg.lstsq(A, h.unsqueeze(-1), driver="gelsd" if A.device.type == "cpu" else None).solution
+    n = poles.shape[1]
+    return torch.complex(sol[:, :n, 0], sol[:, n:, 0])
+
+
+def refine(h: torch.Tensor, poles: torch.Tensor, residues: torch.Tensor, steps: int, lr: float = 1e-3):
+    """Adam on (log|p|, arg p, R) to lower the L2 error further; poles stay inside the unit circle."""
+    log_mag = poles.abs().clamp(min=1e-6).log().clone().requires_grad_(True)
+    angle = poles.angle().clone().requires_grad_(True)
+    res = torch.view_as_real(residues).clone().requires_grad_(True)
+    opt = torch.optim.Adam([log_mag, angle, res], lr=lr)
+    for _ in range(steps):
+        p = torch.polar(log_mag.clamp(max=0.0).exp(), angle)
+        loss = (modal_impulse_response(p, torch.view_as_complex(res), h.shape[-1]) - h).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return torch.polar(log_mag.clamp(max=0.0).exp(), angle), torch.view_as_complex(res).clone()
+
+
+def fit_modal(h: torch.Tensor, state_size: int, refine_steps: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(C, L) real filters -> (poles, residues, Hankel singular values), computed in float64."""
+    h64 = h.detach().to(torch.float64)
+    poles, singular_values = hankel_poles(h64, state_size)
+    residues = fit_residues(h64, poles)
+    if refine_steps:
+        poles, residues = refine(h64, poles, residues, refine_steps)
+    return poles, residues, singular_values
+
+
+def relative_error(h: torch.Tensor, poles: torch.Tensor, residues: torch.Tensor) -> float:
+    approx = modal_impulse_response(poles, residues, h.shape[-1])
+    return ((approx - h.to(approx.dtype)).norm() / h.norm().clamp(min=1e-30)).item()
+
+
+@dataclass
+class DistillReport:
+    state_size: int
+    relative_l2_error: dict[int, float] = field(default_factory=dict)  # layer -> error over all its filters
+    hankel_singular_values: dict[int, list[float]] = field(default_factory=dict)  # layer -> mean normalised spectrum
+
+
+def distill(model, state_size: int, refine_steps: int = 0, length: int | None = None, progress: bool = True):
+    """Return ``(modal_model, report)``: a copy of ``model`` whose implicit Hyena filters are replaced by
+    ``state_size``-mode modal filters fitted on the first ``length`` (default ``max_position_embeddings``) taps."""
+    from .modeling_hyena import HyenaOperator
+
+    config = model.config
+    if config.filter_type != "implicit":
+        raise ValueError(f"distill expects a model with filter_type='implicit', got {config.filter_type!r}")
+    if state_size < 1:
+        raise ValueError(f"state_size must be positive, got {state_size}")
+    length = length or config.max_position_embeddings
+    new_config = copy.deepcopy(config)
+    new_config.filter_type = "modal"
+    new_config.modal_state_size = state_size
+    new_model = type(model)(new_config).to(model.device)
+    report = DistillReport(state_size)
+    fitted: dict[str, torch.Tensor] = {}
+    layers = [(i, blk.mixer) for i, blk in enumerate(model.backbone.layers) if isinstance(blk.mixer, HyenaOperator)]
+    for i, mixer in tqdm(layers, desc=f"distill N={state_size}", disable=not progress):
+        with torch.no_grad():
+            h = mixer.filter(length)[0].t()  # (channels, L)
+        poles, residues, singular = fit_modal(h, state_size, refine_steps)
+        report.relative_l2_error[i] = relative_error(h.double(), poles, residues)
+        spectrum = singular / singular[:, :1].clamp(min=1e-30)
+        report.hankel_singular_values[i] = spectrum.mean(0)[: 4 * state_size].tolist()
+        prefix = f"backbone.layers.{i}.mixer.filter."
+        fitted[prefix + "poles"] = torch.view_as_real(poles).float()
+        fitted[prefix + "residues"] = torch.view_as_real(residues).float()
+        fitted[prefix + "D"] = mixer.filter.D.detach()
+    state = {k: v for k, v in model.state_dict().items() if ".mixer.filter." not in k}
+    state.update(fitted)
+    missing, unexpected = new_model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"distilled state dict mismatch: missing {missing}, unexpected {unexpected}")
+    new_model.tie_weights()
+    return new_model.to(model.dtype).eval(), report
