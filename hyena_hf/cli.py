@@ -113,6 +113,50 @@ def cmd_convert(args) -> None:
         print(f"  note: {info['tokenizer_note']}")
 
 
+def cmd_generate(args) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hyena_hf  # noqa: F401
+
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    inputs = tokenizer(args.prompt, return_tensors="pt")
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+                             temperature=args.temperature if args.temperature > 0 else None,
+                             num_beams=args.num_beams, use_cache=not args.no_cache,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    seconds = time.perf_counter() - start
+    new = out.shape[1] - inputs["input_ids"].shape[1]
+    print(tokenizer.decode(out[0], skip_special_tokens=True))
+    print(f"[{new} tokens in {seconds:.2f}s, {new / seconds:.1f} tokens/s, cache={'off' if args.no_cache else 'on'}]",
+          file=sys.stderr)
+
+
+def cmd_distill(args) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hyena_hf.modal import distill
+
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    modal, report = distill(model, state_size=args.state_size, refine_steps=args.refine_steps)
+    modal.save_pretrained(args.output_dir)
+    try:
+        AutoTokenizer.from_pretrained(args.model).save_pretrained(args.output_dir)
+    except (OSError, ValueError):
+        pass  # a model folder without tokenizer files
+    Path(args.output_dir, "distill_report.json").write_text(json.dumps(
+        {"state_size": report.state_size, "relative_l2_error": report.relative_l2_error,
+         "hankel_singular_values": report.hankel_singular_values}, indent=2))
+    for layer, err in report.relative_l2_error.items():
+        sv = report.hankel_singular_values[layer]
+        print(f"layer {layer}: relative L2 filter error {err:.3e}; normalised Hankel singular values "
+              f"s[N]={sv[min(args.state_size, len(sv) - 1)]:.2e} s[2N]={sv[min(2 * args.state_size, len(sv) - 1)]:.2e}")
+    print(f"saved the modal model to {args.output_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyena-hf", description="Hyena / HyenaDNA / H3 for transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--max-shard-size", default="2GB")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
     convert.set_defaults(func=cmd_convert)
+
+    gen = sub.add_parser("generate", help="generate text with a saved or converted model")
+    gen.add_argument("model")
+    gen.add_argument("prompt")
+    gen.add_argument("--tokenizer")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--num-beams", type=int, default=1)
+    gen.add_argument("--no-cache", action="store_true", help="recompute the full forward for every token")
+    gen.set_defaults(func=cmd_generate)
+
+    dist = sub.add_parser("distill", help="distil implicit Hyena filters into modal (recurrent) filters")
+    dist.add_argument("model")
+    dist.add_argument("output_dir")
+    dist.add_argument("--state-size", type=int, default=16)
+    dist.add_argument("--refine-steps", type=int, default=0, help="Adam steps refining poles and residues")
+    dist.set_defaults(func=cmd_distill)
 
     demo = sub.add_parser("demo", help="train a small Hyena on associative recall offline, save, reload, generate")
     demo.add_argument("--output-dir", default="demo_output")

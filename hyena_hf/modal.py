@@ -55,6 +55,20 @@ def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.log(safe).unsqueeze(-1) * exponents)
 
 
+def decayed_sum(u: torch.Tensor, poles: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """sum_t p^(T-1-t) u_t for ``u: (B, C, T)`` and ``poles: (C, N)`` -> ``(B, C, N)`` complex: the state a diagonal
+    recurrence ``s <- p s + u`` reaches after T inputs. Chunked so memory stays O(C N chunk) at any T."""
+    seqlen = u.shape[-1]
+    state = u.new_zeros(u.shape[0], *poles.shape, dtype=poles.dtype)
+    for start in range(0, seqlen, chunk):
+        block = u[..., start:start + chunk]
+        n = block.shape[-1]
+        exponents = torch.arange(n - 1, -1, -1, device=u.device, dtype=poles.real.dtype)
+        powers = pole_powers(poles, exponents)  # (C, N, n)
+        state = state * powers[..., 0] * poles + torch.einsum("bct,cnt->bcn", block.to(poles.dtype), powers)
+    return state
+
+
 def hankel_poles(h: torch.Tensor, state_size: int, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Poles of (C, L) real filters by the Hankel/ERA method. Returns (C, state_size) poles, (C, k) singular values."""
     C, L = h.shape

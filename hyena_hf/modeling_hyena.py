@@ -22,7 +22,7 @@ from transformers.cache_utils import DynamicLayer
 
 from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
-from .modal import ModalFilter, pole_powers
+from .modal import ModalFilter, decayed_sum
 from .ops import compute_dtype, long_conv
 
 
@@ -159,10 +159,7 @@ class HyenaOperator(nn.Module):
     def _prefill_step_state(self, state, step: int, u: torch.Tensor) -> None:
         if isinstance(state, ModalState):  # s_T = sum_t p^(T-1-t) u_t, what the recurrence reaches after the prompt
             poles, _ = self._modal_step_parameters(step)
-            seqlen = u.shape[-1]
-            exponents = torch.arange(seqlen - 1, -1, -1, device=u.device, dtype=poles.real.dtype)
-            powers = pole_powers(poles, exponents)  # (d, N, T)
-            state.ssm[step] = torch.einsum("bdt,dnt->bdn", u.to(powers.dtype), powers)
+            state.ssm[step] = decayed_sum(u, poles)
         else:
             state.append(step, u)
 
@@ -274,8 +271,7 @@ class H3Mixer(nn.Module):
         k = k.to(dtype) if padding_mask is None else k.to(dtype) * padding_mask.to(dtype)
         state.shift = F.pad(k, (n, 0))[..., seqlen:]
         dA, dC = self.diag_ssm_discrete()
-        powers = torch.exp(dA.log().unsqueeze(-1) * torch.arange(seqlen - 1, -1, -1, device=k.device, dtype=dtype))
-        state.ssm = dC.unsqueeze(0) * torch.einsum("bdt,dnt->bdn", kv.to(powers.dtype), powers)
+        state.ssm = dC.unsqueeze(0) * decayed_sum(kv, dA)
 
     def step(self, hidden_states: torch.Tensor, state: H3State) -> torch.Tensor:
         """H3's recurrence: shift SSM as an FIR window, diagonal SSM as a complex state; O(d * d_state) per token."""

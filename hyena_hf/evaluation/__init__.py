@@ -1,0 +1,1 @@
+"""Evaluation helpers: lm-evaluation-harness integration, offline SuperGLUE data, metrics."""

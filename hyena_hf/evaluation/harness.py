@@ -1,0 +1,74 @@
+"""lm-evaluation-harness for Hyena models: the SuperGLUE set, with the official task definitions.
+
+Online, the official tasks read the hub data. Offline, :func:`write_local_tasks` writes task YAMLs that ``include``
+the installed official definitions (same prompts, choices and metrics) and only swap the data for local JSON lines
+files in the same schema (``dataset_path: json``); the project ships a tiny such data set (``superglue_tiny/``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .squad_metrics_shim import install as install_squad_metrics
+
+SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "sglue_rte", "wic", "wsc")
+# official task name -> folder of its default.yaml in lm_eval/tasks/super_glue and of our data file
+_FOLDERS = {"boolq": "boolq", "cb": "cb", "copa": "copa", "multirc": "multirc", "record": "record",
+            "sglue_rte": "rte", "wic": "wic", "wsc": "wsc"}
+TINY_DATA = Path(__file__).parent / "superglue_tiny"
+LOCAL_SUFFIX = "_local"
+
+
+def write_local_tasks(data_dir: str | Path = TINY_DATA, out_dir: str | Path | None = None) -> Path:
+    """Write ``<task>_local`` YAMLs (official definition + local ``<folder>.jsonl`` data) into an include dir."""
+    import lm_eval
+
+    official = Path(lm_eval.__file__).parent / "tasks" / "super_glue"
+    out = Path(out_dir or tempfile.mkdtemp(prefix="hyena_hf_tasks_"))
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir).resolve()
+    for task, folder in _FOLDERS.items():
+        data = data_dir / f"{folder}.jsonl"
+        if not data.is_file():
+            raise FileNotFoundError(f"no local data for {task}: {data}")
+        (out / f"{task}{LOCAL_SUFFIX}.yaml").write_text(
+            f"include: {official / folder / 'default.yaml'}\n"
+            f"task: {task}{LOCAL_SUFFIX}\n"
+            "tag: [superglue_local]\n"
+            "dataset_path: json\n"
+            "dataset_name: null\n"
+            f"dataset_kwargs:\n  data_files:\n    validation: {data}\n"
+            "training_split: null\n"
+            "fewshot_split: validation\n"
+            "validation_split: validation\n"
+        )
+    return out
+
+
+def make_lm(model, tokenizer=None, batch_size: int = 8):
+    """An lm-eval ``HFLM`` around a Hyena model (a path / hub id, or a model object plus its tokenizer)."""
+    import hyena_hf  # noqa: F401  (Auto classes)
+    from lm_eval.models.huggingface import HFLM
+
+    if isinstance(model, str):
+        return HFLM(pretrained=model, backend="causal", batch_size=batch_size, trust_remote_code=False)
+    return HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
+
+
+def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: bool = False, limit=None,
+             batch_size: int = 8, data_dir: str | Path = TINY_DATA, seed: int = 1234) -> dict:
+    """Run lm-eval's ``simple_evaluate``; ``local=True`` runs the offline ``*_local`` tasks on ``data_dir``."""
+    install_squad_metrics()
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    tasks = list(tasks or SUPERGLUE_TASKS)
+    include = None
+    if local:
+        include = str(write_local_tasks(data_dir))
+        tasks = [t if t.endswith(LOCAL_SUFFIX) else t + LOCAL_SUFFIX for t in tasks]
+    manager = TaskManager(include_path=include) if include else TaskManager()
+    return simple_evaluate(model=make_lm(model, tokenizer, batch_size), tasks=tasks, num_fewshot=num_fewshot,
+                           task_manager=manager, limit=limit, random_seed=seed, numpy_random_seed=seed,
+                           torch_random_seed=seed, fewshot_random_seed=seed, log_samples=True)
