@@ -157,6 +157,50 @@ def cmd_distill(args) -> None:
     print(f"saved the modal model to {args.output_dir}")
 
 
+def cmd_eval(args) -> None:
+    from hyena_hf.evaluation.harness import evaluate
+
+    out = evaluate(args.model, tasks=args.tasks, num_fewshot=args.num_fewshot, local=args.local, limit=args.limit,
+                   batch_size=args.batch_size, data_dir=args.data_dir or None)
+    rows = []
+    for task, metrics in out["results"].items():
+        for key, value in metrics.items():
+            if "," in key and "stderr" not in key and isinstance(value, (int, float)):
+                rows.append((task, key.split(",")[0], float(value)))
+                print(f"{task:20s} {key.split(',')[0]:6s} {float(value):.4f}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"num_fewshot": args.num_fewshot, "results": rows}, indent=2))
+
+
+def cmd_synthetic(args) -> None:
+    from hyena_hf.synthetic import InductionTask, RecallTask, compare_models
+
+    task = (RecallTask(num_keys=args.vocab, num_values=args.vocab, num_pairs=args.num_pairs,
+                       num_queries=args.num_queries)
+            if args.task == "recall" else InductionTask(num_tokens=args.vocab, seq_len=args.seq_len))
+    rows = compare_models(task, kinds=args.models, steps=args.steps, hidden_size=args.hidden_size,
+                          num_layers=args.layers, train_examples=args.train_examples,
+                          learning_rate=args.learning_rate, output_dir=args.output_dir)
+    print(f"{'model':8s} {'params':>9s} {'steps':>6s} {'seconds':>8s} {'accuracy':>9s}")
+    for r in rows:
+        print(f"{r['model']:8s} {r['parameters']:9d} {r['steps']:6d} {r['train_seconds']:8.0f} "
+              f"{r['held_out_accuracy']:9.1%}")
+    print(f"saved {args.output_dir}/synthetic_results.json (+ .png)")
+
+
+def cmd_bench(args) -> None:
+    import runpy
+
+    scripts = {"generate": "bench_generate.py", "distill": "distill_quality.py", "long-conv": "bench_long_conv.py",
+               "model": "bench_model.py"}
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"]
+    folder = next((c for c in candidates if (c / scripts[args.which]).is_file()), None)
+    if folder is None:
+        raise FileNotFoundError(f"benchmarks/{scripts[args.which]} not found: run from a hyena-hf checkout")
+    sys.argv = [str(folder / scripts[args.which]), *args.rest]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyena-hf", description="Hyena / HyenaDNA / H3 for transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +237,37 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--state-size", type=int, default=16)
     dist.add_argument("--refine-steps", type=int, default=0, help="Adam steps refining poles and residues")
     dist.set_defaults(func=cmd_distill)
+
+    ev = sub.add_parser("eval", help="lm-evaluation-harness (default: the SuperGLUE set)")
+    ev.add_argument("model", help="local folder or hub id")
+    ev.add_argument("--tasks", nargs="+", default=None, help="default: boolq cb copa multirc record sglue_rte wic wsc")
+    ev.add_argument("--num-fewshot", type=int, default=0)
+    ev.add_argument("--local", action="store_true", help="offline: the *_local tasks on local SuperGLUE-format data")
+    ev.add_argument("--data-dir", help="folder of <task>.jsonl files for --local (default: the shipped tiny set)")
+    ev.add_argument("--limit", type=int, default=None)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--output", help="write the metrics as JSON here")
+    ev.set_defaults(func=cmd_eval)
+
+    syn = sub.add_parser("synthetic", help="associative recall / induction heads: Hyena vs H3 vs GPT-2")
+    syn.add_argument("--task", choices=["recall", "induction"], default="recall")
+    syn.add_argument("--models", nargs="+", default=["hyena", "h3", "gpt2"], choices=["hyena", "h3", "gpt2"])
+    syn.add_argument("--vocab", type=int, default=8)
+    syn.add_argument("--num-pairs", type=int, default=4)
+    syn.add_argument("--num-queries", type=int, default=8)
+    syn.add_argument("--seq-len", type=int, default=32)
+    syn.add_argument("--steps", type=int, default=2000)
+    syn.add_argument("--hidden-size", type=int, default=128)
+    syn.add_argument("--layers", type=int, default=2)
+    syn.add_argument("--train-examples", type=int, default=20000)
+    syn.add_argument("--learning-rate", type=float, default=3e-3)
+    syn.add_argument("--output-dir", default="synthetic_output")
+    syn.set_defaults(func=cmd_synthetic)
+
+    bench = sub.add_parser("bench", help="run a benchmark script of the checkout (arguments passed through)")
+    bench.add_argument("which", choices=["generate", "distill", "long-conv", "model"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="train a small Hyena on associative recall offline, save, reload, generate")
     demo.add_argument("--output-dir", default="demo_output")

@@ -72,3 +72,13 @@ def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: boo
     return simple_evaluate(model=make_lm(model, tokenizer, batch_size), tasks=tasks, num_fewshot=num_fewshot,
                            task_manager=manager, limit=limit, random_seed=seed, numpy_random_seed=seed,
                            torch_random_seed=seed, fewshot_random_seed=seed, log_samples=True)
+
+
+METRIC_PATH = Path(__file__).parent / "metrics" / "hyena_superglue"
+
+
+def load_metric(config_name: str):
+    """The local `evaluate` module of SuperGLUE metrics / perplexity (no hub access)."""
+    import evaluate as hf_evaluate
+
+    return hf_evaluate.load(str(METRIC_PATH), config_name)
