@@ -36,10 +36,11 @@ class ModalFilter(nn.Module):
         return (torch.view_as_complex(self.poles.to(dtype).contiguous()),
                 torch.view_as_complex(self.residues.to(dtype).contiguous()))
 
-    def forward(self, seqlen: int) -> torch.Tensor:
-        """(1, seqlen, channels), same layout as the implicit filter."""
+    def forward(self, seqlen: int, return_skip: bool = False):
+        """(1, seqlen, channels), same layout as the implicit filter (and the skip ``D`` with ``return_skip``)."""
         poles, residues = self.complex_poles_residues()
-        return modal_impulse_response(poles, residues, seqlen).t().unsqueeze(0)
+        h = modal_impulse_response(poles, residues, seqlen).t().unsqueeze(0)
+        return (h, self.D) if return_skip else h
 
 
 def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:

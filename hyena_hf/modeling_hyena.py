@@ -80,19 +80,29 @@ class HyenaImplicitFilter(nn.Module):
         self.register_buffer("deltas", torch.linspace(min_decay, max_decay, channels)[None, None])
         self.D = nn.Parameter(torch.randn(channels))
 
-    def forward(self, seqlen: int) -> torch.Tensor:
-        """(1, seqlen, channels) filter values, in at least float32."""
+    def forward(self, seqlen: int, return_skip: bool = False):
+        """(1, seqlen, channels) filter values, in at least float32 (and the skip ``D`` with ``return_skip``: read
+        inside forward so accelerate's offload hooks have loaded it)."""
         dtype = torch.promote_types(self.out.weight.dtype, torch.float32)
         z = self.z[:, :seqlen].to(dtype)
         freq = self.sin_freq.to(dtype)
         h = z
         for linear in self.mlp:
-            h = torch.sin(freq * F.linear(h, linear.weight.to(dtype), linear.bias.to(dtype)))
-        h = F.linear(h, self.out.weight.to(dtype))
+            h = torch.sin(freq * self._linear(linear, h, dtype))
+        h = self._linear(self.out, h, dtype)
         if self.config.modulate:
             decay = torch.exp(-self.t[:, :seqlen].to(dtype) * self.deltas.to(dtype).abs())
             h = h * (decay + self.config.modulation_shift)
-        return h
+        return (h, self.D) if return_skip else h
+
+
+    @staticmethod
+    def _linear(linear: nn.Linear, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if linear.weight.dtype == dtype:
+            return linear(h)  # called as a module: works under accelerate's offload hooks
+        # half-precision model: the filter is still computed in float32
+        bias = None if linear.bias is None else linear.bias.to(dtype)
+        return F.linear(h, linear.weight.to(dtype), bias)
 
 
 class HyenaOperator(nn.Module):
@@ -116,9 +126,9 @@ class HyenaOperator(nn.Module):
     def long_filters(self, seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Filters (order-1, d, L) and skips (order-1, d); the MLP's channels are laid out as (d, order-1)."""
         d, n = self.config.hidden_size, self.config.hyena_order - 1
-        h = self.filter(seqlen)[0]  # (L, d*n)
-        h = h.view(seqlen, d, n).permute(2, 1, 0)
-        return h, self.filter.D.view(d, n).t()
+        h, skip = self.filter(seqlen, return_skip=True)
+        h = h[0].view(seqlen, d, n).permute(2, 1, 0)  # (L, d*n) -> (n, d, L)
+        return h, skip.view(d, n).t()
 
     def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 state: HyenaConvState | None = None) -> torch.Tensor:
@@ -166,7 +176,7 @@ class HyenaOperator(nn.Module):
     def step(self, hidden_states: torch.Tensor, state: HyenaConvState) -> torch.Tensor:
         """Exact decoding of new tokens: the causal convolution sum over the stored history, O(T d) per token."""
         u_all = self.in_proj(hidden_states).transpose(1, 2)
-        weight, bias = self.short_filter.weight[:, 0], self.short_filter.bias
+        k = self.config.short_filter_order - 1
         if isinstance(state, ModalState):
             h_rev, skip = None, self.filter.D.view(self.config.hidden_size, -1).t()
             if not self.config.filter_use_bias:
@@ -177,7 +187,7 @@ class HyenaOperator(nn.Module):
         for t in range(u_all.shape[-1]):
             window = torch.cat([state.fir, u_all[..., t:t + 1]], dim=-1)
             state.fir = window[..., 1:]
-            uc = (window * weight).sum(-1) + bias
+            uc = self.short_filter(window)[..., k]  # the fully overlapping output (module call: offload-safe)
             *xs, v = uc.split(self.config.hidden_size, dim=1)
             dtype = compute_dtype(v.dtype)
             v = v.to(dtype)
@@ -626,9 +636,9 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
             logits_to_keep = num_logits_to_keep
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         hidden_states = hidden_states[:, keep]
-        # Only the real vocabulary: the padded rows of the tied embedding are never predicted.
-        weight = self.lm_head.weight[: self.config.vocab_size]
-        logits = F.linear(hidden_states.to(weight.dtype), weight)
+        # Only the real vocabulary: the padded rows of the tied embedding are never predicted. (The head is called as
+        # a module so accelerate's offload hooks work; the few padded columns are dropped afterwards.)
+        logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))[..., : self.config.vocab_size]
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)

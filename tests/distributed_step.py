@@ -48,7 +48,7 @@ def main(mode: str, out: str) -> None:
     loss = step(wrapped, local)
     dist.all_reduce(loss)
     state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
-             for k, v in wrapped.state_dict().items()}
+             for k, v in model.state_dict().items()}
     if rank == 0:
         torch.save({"loss": loss / world, "state": state}, out)
     dist.destroy_process_group()

@@ -20,9 +20,9 @@ def test_two_process_step_equals_single_process(mode, tmp_path):
     out = tmp_path / f"{mode}.pt"
     env = {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(HERE / "distributed_step.py"), mode, str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = torch.load(out, weights_only=True)
     model, batch = tiny_setup()
@@ -42,3 +42,6 @@ def test_device_map_auto_with_disk_offload(tmp_path):
     assert "disk" in set(offloaded.hf_device_map.values())
     with torch.no_grad():
         assert torch.allclose(offloaded(batch).logits, model.eval()(batch).logits, atol=1e-5)
+    prompt = batch[:2, :10]
+    expected = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(offloaded.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0), expected)
