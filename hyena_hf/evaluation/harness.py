@@ -52,12 +52,15 @@ def make_lm(model, tokenizer=None, batch_size: int = 8):
     from lm_eval.models.huggingface import HFLM
 
     if isinstance(model, str):
-        return HFLM(pretrained=model, backend="causal", batch_size=batch_size, trust_remote_code=False)
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return HFLM(pretrained=model, backend="causal", batch_size=batch_size, device=device)
     return HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
 
 
 def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: bool = False, limit=None,
-             batch_size: int = 8, data_dir: str | Path = TINY_DATA, seed: int = 1234) -> dict:
+             batch_size: int = 8, data_dir: str | Path | None = None, seed: int = 1234) -> dict:
     """Run lm-eval's ``simple_evaluate``; ``local=True`` runs the offline ``*_local`` tasks on ``data_dir``."""
     install_squad_metrics()
     from lm_eval import simple_evaluate
@@ -66,7 +69,7 @@ def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: boo
     tasks = list(tasks or SUPERGLUE_TASKS)
     include = None
     if local:
-        include = str(write_local_tasks(data_dir))
+        include = str(write_local_tasks(data_dir or TINY_DATA))
         tasks = [t if t.endswith(LOCAL_SUFFIX) else t + LOCAL_SUFFIX for t in tasks]
     manager = TaskManager(include_path=include) if include else TaskManager()
     return simple_evaluate(model=make_lm(model, tokenizer, batch_size), tasks=tasks, num_fewshot=num_fewshot,
