@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never touch the network
+# Triton kernels run on the CPU through its interpreter; must be set before triton.jit decorators run.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import hyena_hf  # noqa: F401  (registers the Auto classes)
 from hyena_hf import HyenaConfig, HyenaForCausalLM

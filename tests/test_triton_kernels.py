@@ -1,0 +1,114 @@
+"""The Triton FFT-convolution kernel (under TRITON_INTERPRET=1 on CPU) against float64 references."""
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from hyena_hf.kernels import MAX_FUSED_LEN, fftconv_rows, filter_spectrum, triton_long_conv  # noqa: E402
+from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
+from conftest import FIXTURE_NAMES, fixture_tensors, load_fixture_model  # noqa: E402
+from test_long_conv import naive  # noqa: E402
+
+if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+    pytest.skip("needs a GPU or TRITON_INTERPRET=1", allow_module_level=True)
+
+
+def _inputs(B, C, L, Lh=None, gated=True, skip=True, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, C, L, generator=g)
+    h = torch.randn(C, Lh or L, generator=g) / (Lh or L) ** 0.5
+    D = torch.randn(C, generator=g) if skip else None
+    pre = torch.randn(B, C, L, generator=g) if gated else None
+    post = torch.randn(B, C, L, generator=g) if gated else None
+    cast = lambda t: None if t is None else t.to(dtype)
+    return cast(v), h, cast(D), cast(pre), cast(post)
+
+
+def _reference64(v, h, D, pre, post):
+    f = lambda t: None if t is None else t.double()
+    if v.shape[-1] <= 64:
+        return naive(v, h, D, pre, post)
+    return long_conv_torch(f(v), f(h), f(D), f(pre), f(post))
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 17, 100, 128, 255, 1000, 1024, 2048])
+def test_forward_matches_float64_reference(L):
+    B, C = (2, 3) if L < 1024 else (1, 2)
+    for gated, skip in [(True, True), (False, False), (True, False)]:
+        args = _inputs(B, C, L, gated=gated, skip=skip, seed=L)
+        out = triton_long_conv(*args)
+        ref = _reference64(*args)
+        assert out.dtype == torch.float32 and out.shape == (B, C, L)
+        assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max(), (L, gated, skip)
+
+
+def test_filter_shorter_and_longer_than_input():
+    for Lh in (9, 300):
+        args = _inputs(2, 3, 120, Lh=Lh, seed=Lh)
+        ref = _reference64(*args)
+        assert (triton_long_conv(*args).double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 1e-2)])
+def test_half_precision_inputs(dtype, tol):
+    args = _inputs(2, 3, 200, dtype=dtype, seed=3)
+    out = triton_long_conv(*args)
+    assert out.dtype == dtype
+    ref = _reference64(*args)
+    assert (out.double() - ref).abs().max() <= tol * ref.abs().max()
+
+
+def test_every_output_element_is_written():
+    v, h, D, pre, post = _inputs(2, 3, 333, seed=5)
+    poisoned = torch.full_like(v, float("nan"))
+    out = fftconv_rows(v, filter_spectrum(h, 333), D, pre, post, out=poisoned)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("L,Lh", [(37, 37), (200, 50), (64, 100)])
+def test_gradients_match_autograd_through_float64_reference(L, Lh):
+    args = [t.requires_grad_(True) if t is not None else None for t in _inputs(2, 3, L, Lh=Lh, seed=L)]
+    out = triton_long_conv(*args)
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [t for t in args if t is not None], dy)
+    ref_args = [t.detach().double().requires_grad_(True) if t is not None else None for t in args]
+    ref = long_conv_torch(*ref_args)
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_args if t is not None], dy.double())
+    for name, got, want in zip(["v", "h", "D", "pre", "post"], grads, ref_grads):
+        assert got.shape == want.shape, name
+        assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max() + 1e-6, name
+
+
+def test_gradcheck_tiny():
+    args = [t.requires_grad_(True) for t in _inputs(1, 2, 6, seed=1)]
+    assert torch.autograd.gradcheck(triton_long_conv, args, eps=1e-2, atol=2e-3, rtol=2e-3, fast_mode=True)
+
+
+def test_custom_op_under_torch_compile():
+    args = _inputs(2, 3, 50, seed=2)
+    compiled = torch.compile(triton_long_conv, fullgraph=True, backend="aot_eager")
+    assert torch.allclose(compiled(*args), triton_long_conv(*args), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["safari_hyena_order3_attn", "h3_lm", "hyenadna_lm"])
+def test_model_logits_with_triton_equal_torch_path(name):
+    tensors = fixture_tensors(name)
+    model = load_fixture_model(name)
+    ids = tensors["input_ids_short"]
+    with torch.no_grad():
+        torch_logits = model(ids).logits
+        model.config.long_conv_impl = "triton"
+        triton_logits = model(ids).logits
+    assert (triton_logits - torch_logits).abs().max() < 1e-4
+    assert (triton_logits - tensors["logits_short"][..., :model.config.vocab_size]).abs().max() < 5e-3
+
+
+def test_dispatch_picks_triton_when_forced_and_falls_back_beyond_the_fused_length(monkeypatch):
+    monkeypatch.delenv("HYENA_LONG_CONV_IMPL", raising=False)
+    v, h, D, pre, post = _inputs(1, 2, 40, seed=9)
+    assert torch.allclose(long_conv(v, h, D, pre, post, impl="triton"), triton_long_conv(v, h, D, pre, post))
+    long_v = torch.randn(1, 1, MAX_FUSED_LEN + 1)
+    with pytest.raises(ValueError, match="up to"):
+        long_conv(long_v, torch.randn(1, MAX_FUSED_LEN + 1), impl="triton")
