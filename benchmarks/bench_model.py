@@ -1,0 +1,117 @@
+"""Model-level speed: Hyena LM (hyena-hf) vs a plain original-style Hyena vs a same-size GPT-2 (SDPA).
+
+    python benchmarks/bench_model.py [--lengths 1024 2048 4096 8192 16384 32768] [--hidden-size 256] [--layers 4]
+
+Batch 1, random weights. "plain" is the same model with the original repositories' long convolution (FFT size
+exactly 2L, pad / rfft / multiply / irfft / slice / skip as separate ops). Reports forward (and forward+backward with
+--backward) time, peak CUDA memory when on GPU, and the ratios. Writes JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import hyena_hf.ops as ops
+from hyena_hf import HyenaConfig, HyenaForCausalLM
+
+
+def plain_long_conv(v, h, D=None, pre_gate=None, post_gate=None):
+    L = v.shape[-1]
+    u = v.float() if pre_gate is None else v.float() * pre_gate.float()
+    k_f = torch.fft.rfft(h.float(), n=2 * L) / (2 * L)
+    y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * k_f, n=2 * L, norm="forward")[..., :L]
+    if D is not None:
+        y = y + u * D.float().unsqueeze(-1)
+    if post_gate is not None:
+        y = y * post_gate.float()
+    return y.to(v.dtype)
+
+
+@contextmanager
+def plain_convolution():
+    original = ops.long_conv_torch
+    ops.long_conv_torch = plain_long_conv
+    try:
+        yield
+    finally:
+        ops.long_conv_torch = original
+
+
+def timed(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backward", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    max_len = max(args.lengths)
+    torch.manual_seed(0)
+    hyena = HyenaForCausalLM(HyenaConfig(vocab_size=50257, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+                                         max_position_embeddings=max_len, filter_order=64, filter_emb_dim=33,
+                                         embd_pdrop=0.0, use_cache=False)).to(device)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=args.hidden_size, n_layer=args.layers,
+                                      n_head=max(1, args.hidden_size // 64), n_positions=max_len,
+                                      attn_implementation="sdpa", use_cache=False)).to(device)
+    rows = []
+    for L in args.lengths:
+        ids = torch.randint(0, 50257, (1, L), device=device)
+        row = {"length": L}
+
+        def run(model, **kw):
+            def fn():
+                if args.backward:
+                    model(ids, labels=ids, **kw).loss.backward()
+                else:
+                    with torch.no_grad():
+                        model(ids, logits_to_keep=1, **kw)
+            return fn
+
+        row["hyena_s"] = timed(run(hyena), args.repeats)
+        with plain_convolution():
+            row["plain_hyena_s"] = timed(run(hyena), args.repeats)
+        row["gpt2_sdpa_s"] = timed(run(gpt2), args.repeats)
+        row["hyena_vs_plain"] = row["plain_hyena_s"] / row["hyena_s"]
+        row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
+        rows.append(row)
+        print(f"L={L:6d} hyena {row['hyena_s'] * 1e3:9.1f} ms  plain {row['plain_hyena_s'] * 1e3:9.1f} ms "
+              f"({row['hyena_vs_plain']:.2f}x)  gpt2-sdpa {row['gpt2_sdpa_s'] * 1e3:9.1f} ms "
+              f"({row['hyena_vs_gpt2']:.2f}x)", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "fwdbwd" if args.backward else "fwd"
+    (out / f"bench_model_{device.type}_{suffix}.json").write_text(json.dumps(
+        {"command": f"python benchmarks/bench_model.py --lengths {' '.join(map(str, args.lengths))} --hidden-size "
+                    f"{args.hidden_size} --layers {args.layers} --threads {args.threads}"
+                    + (" --backward" if args.backward else ""),
+         "device": str(device), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
