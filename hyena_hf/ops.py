@@ -112,11 +112,7 @@ def long_conv(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None = None,
     if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
         raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")
     if resolve_impl(impl, v.device) == "triton":
-        from hyena_hf.kernels import MAX_FUSED_LEN, triton_long_conv
+        from hyena_hf.kernels import triton_long_conv
 
-        if v.shape[-1] <= MAX_FUSED_LEN:
-            return triton_long_conv(v, h, D, pre_gate, post_gate)
-        if os.environ.get(ENV_OVERRIDE, impl) == "triton":
-            raise ValueError(f"the Triton long convolution handles sequences up to {MAX_FUSED_LEN} tokens, got "
-                             f"{v.shape[-1]}; use long_conv_impl='auto' to fall back to PyTorch beyond that")
+        return triton_long_conv(v, h, D, pre_gate, post_gate)
     return long_conv_torch(v, h, D, pre_gate, post_gate)

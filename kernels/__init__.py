@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from .fftconv import fftconv_rows, filter_spectrum  # noqa: F401  (ImportError here means: no triton)
-
-# Lengths one program handles with the whole row on chip (N = 2L DFT tiles in registers). Longer sequences use the
-# PyTorch FFT path (the multi-pass kernel is not written yet).
-MAX_FUSED_LEN = 2048
+from .fftconv import (  # noqa: F401  (ImportError here means: no triton)
+    MAX_FUSED_LEN,
+    fftconv_rows,
+    fftconv_rows_multipass,
+    filter_spectrum,
+)
 
 
 def _forward(v, h, D, pre, post):
@@ -89,4 +90,4 @@ def triton_long_conv(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None = 
     return _long_conv_op(v, h, D, pre_gate, post_gate)
 
 
-__all__ = ["MAX_FUSED_LEN", "triton_long_conv", "fftconv_rows", "filter_spectrum"]
+__all__ = ["MAX_FUSED_LEN", "triton_long_conv", "fftconv_rows", "fftconv_rows_multipass", "filter_spectrum"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from hyena_hf.kernels import MAX_FUSED_LEN, fftconv_rows, filter_spectrum, triton_long_conv  # noqa: E402
+from hyena_hf.kernels import (MAX_FUSED_LEN, fftconv_rows, fftconv_rows_multipass,  # noqa: E402
+                              filter_spectrum, triton_long_conv)
 from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
 from conftest import FIXTURE_NAMES, fixture_tensors, load_fixture_model  # noqa: E402
 from test_long_conv import naive  # noqa: E402
@@ -105,10 +106,40 @@ def test_model_logits_with_triton_equal_torch_path(name):
     assert (triton_logits - tensors["logits_short"][..., :model.config.vocab_size]).abs().max() < 5e-3
 
 
-def test_dispatch_picks_triton_when_forced_and_falls_back_beyond_the_fused_length(monkeypatch):
+def test_dispatch_picks_triton_when_forced(monkeypatch):
     monkeypatch.delenv("HYENA_LONG_CONV_IMPL", raising=False)
     v, h, D, pre, post = _inputs(1, 2, 40, seed=9)
-    assert torch.allclose(long_conv(v, h, D, pre, post, impl="triton"), triton_long_conv(v, h, D, pre, post))
-    long_v = torch.randn(1, 1, MAX_FUSED_LEN + 1)
-    with pytest.raises(ValueError, match="up to"):
-        long_conv(long_v, torch.randn(1, MAX_FUSED_LEN + 1), impl="triton")
+    assert torch.equal(long_conv(v, h, D, pre, post, impl="triton"), triton_long_conv(v, h, D, pre, post))
+    monkeypatch.setenv("HYENA_LONG_CONV_IMPL", "triton")
+    assert torch.equal(long_conv(v, h, D, pre, post, impl="torch"), triton_long_conv(v, h, D, pre, post))
+
+
+@pytest.mark.parametrize("L", [5, 300, 1000])
+def test_multipass_matches_reference_at_short_lengths(L):
+    args = _inputs(2, 3, L, seed=L + 1)
+    v, h, D, pre, post = args
+    out = fftconv_rows_multipass(v, filter_spectrum(h, L), D, pre, post)
+    ref = _reference64(*args)
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    poisoned = torch.full_like(v, float("nan"))
+    assert torch.isfinite(fftconv_rows_multipass(v, filter_spectrum(h, L), D, pre, post, out=poisoned)).all()
+
+
+@pytest.mark.parametrize("L", [MAX_FUSED_LEN + 1, 5000, 65536])
+def test_long_lengths_take_the_multipass_kernels(L):
+    args = _inputs(1, 1, L, seed=7)
+    out = triton_long_conv(*args)
+    ref = _reference64(*args)
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_multipass_gradients():
+    L = MAX_FUSED_LEN + 100
+    args = [t.requires_grad_(True) for t in _inputs(1, 2, L, seed=4)]
+    out = triton_long_conv(*args)
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, args, dy)
+    ref_args = [t.detach().double().requires_grad_(True) for t in args]
+    ref_grads = torch.autograd.grad(long_conv_torch(*ref_args), ref_args, dy.double())
+    for got, want in zip(grads, ref_grads):
+        assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max() + 1e-6
