@@ -168,7 +168,7 @@ def build_model(kind: str, vocab_size: int, seq_len: int, hidden_size: int, num_
         return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=hidden_size, n_layer=num_layers,
                                           n_head=max(1, hidden_size // 32), n_inner=2 * hidden_size,
                                           n_positions=seq_len, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0,
-                                          pad_token_id=pad_token_id))
+                                          pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None))
     raise ValueError(f"unknown model kind {kind!r}; choose hyena, h3 or gpt2")
 
 
