@@ -12,7 +12,7 @@ def t(fn, *a):
     for _ in range(7):
         s=time.perf_counter(); fn(*a); ts.append(time.perf_counter()-s)
     return sorted(ts)[3]
-import json, sys
+import json
 rows = []
 for B, C in [(1, 256), (8, 768)]:
     for L in [8, 16, 32, 64, 128, 256, 512]:

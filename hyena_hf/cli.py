@@ -10,14 +10,12 @@ from pathlib import Path
 
 
 def _demo_train(args) -> Path:
-    import torch
     from transformers import set_seed
 
     from hyena_hf import HyenaConfig, HyenaForCausalLM
     from hyena_hf.synthetic import RecallTask, answer_accuracy, build_dataset, make_tokenizer, task_words, train_on_task
 
     set_seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     task = RecallTask(num_keys=args.num_keys, num_values=args.num_keys, num_pairs=args.num_pairs,
                       num_queries=args.num_queries)
     tokenizer = make_tokenizer(task_words(task))

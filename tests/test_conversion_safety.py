@@ -1,7 +1,6 @@
 """Original-checkpoint loading: safe unpickling, and one-line errors naming the cause."""
 
 import os
-from pathlib import Path
 
 import pytest
 import torch

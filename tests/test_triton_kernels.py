@@ -9,7 +9,7 @@ pytest.importorskip("triton")
 from hyena_hf.kernels import (MAX_FUSED_LEN, fftconv_rows, fftconv_rows_multipass,  # noqa: E402
                               filter_spectrum, triton_long_conv)
 from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
-from conftest import FIXTURE_NAMES, fixture_tensors, load_fixture_model  # noqa: E402
+from conftest import fixture_tensors, load_fixture_model  # noqa: E402
 from test_long_conv import naive  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
