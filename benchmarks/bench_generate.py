@@ -22,15 +22,7 @@ import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, distill
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 @torch.no_grad()
@@ -50,7 +42,7 @@ def hyena_decode(model, batch: int, context: int, steps: int) -> tuple[float, in
 @torch.no_grad()
 def recompute(model, batch: int, context: int, repeats: int) -> float:
     ids = torch.randint(0, model.config.vocab_size, (batch, context))
-    return _median_time(lambda: model(ids, use_cache=False, logits_to_keep=1), repeats)
+    return median_seconds(lambda: model(ids, use_cache=False, logits_to_keep=1), repeats, warmup=False)
 
 
 @torch.no_grad()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from hyena_hf.ops import long_conv_torch
+from timing import median_seconds
 
 
 def reference_conv(v, h, D, pre, post):
@@ -36,13 +35,7 @@ def timed(fn, device, repeats):
         import triton.testing
 
         return triton.testing.do_bench(fn, rep=repeats * 20) / 1e3
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats)
 
 
 def copy_bandwidth(device, nbytes=1 << 28):

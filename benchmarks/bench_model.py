@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import hyena_hf.ops as ops
 from hyena_hf import HyenaConfig, HyenaForCausalLM
+from timing import median_seconds
 
 
 def plain_long_conv(v, h, D=None, pre_gate=None, post_gate=None):
@@ -43,20 +42,6 @@ def plain_convolution():
         yield
     finally:
         ops.long_conv_torch = original
-
-
-def timed(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -93,10 +78,10 @@ def main() -> None:
                         model(ids, logits_to_keep=1, **kw)
             return fn
 
-        row["hyena_s"] = timed(run(hyena), args.repeats)
+        row["hyena_s"] = median_seconds(run(hyena), args.repeats)
         with plain_convolution():
-            row["plain_hyena_s"] = timed(run(hyena), args.repeats)
-        row["gpt2_sdpa_s"] = timed(run(gpt2), args.repeats)
+            row["plain_hyena_s"] = median_seconds(run(hyena), args.repeats)
+        row["gpt2_sdpa_s"] = median_seconds(run(gpt2), args.repeats)
         row["hyena_vs_plain"] = row["plain_hyena_s"] / row["hyena_s"]
         row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
         rows.append(row)

@@ -196,6 +196,7 @@ def cmd_bench(args) -> None:
     if folder is None:
         raise FileNotFoundError(f"benchmarks/{scripts[args.which]} not found: run from a hyena-hf checkout")
     sys.argv = [str(folder / scripts[args.which]), *args.rest]
+    sys.path.insert(0, str(folder))  # the scripts share benchmarks/timing.py
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
