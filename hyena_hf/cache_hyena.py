@@ -28,6 +28,9 @@ class _StateLayer:
     """Base of our per-layer states: batch-dimension bookkeeping shared by all of them."""
 
     tensor_names: tuple[str, ...] = ()
+    # What the decode step needs from the weights (filters, poles, discretised SSM), computed once at prefill.
+    # It has no batch dimension, so beam reordering leaves it alone.
+    step_params: tuple | None = None
 
     def _tensors(self):
         for name in self.tensor_names:
@@ -86,7 +89,6 @@ class HyenaConvState(_StateLayer):
         self.fir: torch.Tensor | None = None
         self.history: list[torch.Tensor | None] = [None] * num_steps
         self.lengths = [0] * num_steps
-        self.filters: tuple[torch.Tensor, torch.Tensor] | None = None  # (reversed filters, skips), set at prefill
 
     def append(self, step: int, u: torch.Tensor) -> torch.Tensor:
         """Append ``u: (B, d, n)`` to order step ``step``; returns that step's whole history ``(B, d, T)``."""

@@ -122,12 +122,13 @@ class HyenaOperator(nn.Module):
         self.filter = filter_class(config, d * (order - 1))
         self.dropout = nn.Dropout(config.hyena_dropout)
 
-    def long_filters(self, seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Filters (order-1, d, L) and skips (order-1, d); the MLP's channels are laid out as (d, order-1)."""
+    def long_filters(self, seqlen: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Filters (order-1, d, L) and skips (order-1, d), None when the skip is off; the filter's channels are laid
+        out as (d, order-1)."""
         d, n = self.config.hidden_size, self.config.hyena_order - 1
         h, skip = self.filter(seqlen, return_skip=True)
         h = h[0].view(seqlen, d, n).permute(2, 1, 0)  # (L, d*n) -> (n, d, L)
-        return h, skip.view(d, n).t()
+        return h, skip.view(d, n).t() if self.config.filter_use_bias else None
 
     def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 state: HyenaConvState | None = None) -> torch.Tensor:
@@ -142,7 +143,11 @@ class HyenaOperator(nn.Module):
             state.fir = F.pad(u, (k, 0))[..., seqlen:]  # the last k inputs (zeros before the start)
         uc = self.short_filter(u)[..., :seqlen]
         *xs, v = uc.split(self.config.hidden_size, dim=1)
-        h, skip = self.long_filters(seqlen)
+        # Exact decoding later needs the filters up to max_position_embeddings: compute them once, at that length.
+        exact_cache = isinstance(state, HyenaConvState)
+        h, skip = self.long_filters(self.config.max_position_embeddings if exact_cache else seqlen)
+        if state is not None:
+            state.step_params = self._step_parameters(h, skip, state)
         gates = list(reversed(xs[1:]))
         for o, x_i in enumerate(gates):
             pre_gate = x_i if padding_mask is None else x_i * padding_mask
@@ -152,23 +157,22 @@ class HyenaOperator(nn.Module):
                 pre_gate = None
                 if state is not None:
                     self._prefill_step_state(state, o, v.to(compute_dtype(v.dtype)))
-            v = long_conv(v, h[o], skip[o] if self.config.filter_use_bias else None, pre_gate, post_gate,
+            v = long_conv(v, h[o, :, :seqlen], None if skip is None else skip[o], pre_gate, post_gate,
                           impl=self.config.long_conv_impl)
-        if isinstance(state, HyenaConvState):
-            h_full, skip = self.long_filters(self.config.max_position_embeddings)
-            state.filters = (h_full.flip(-1), skip if self.config.filter_use_bias else torch.zeros_like(skip))
         return self.out_proj(v.transpose(1, 2))
 
-    def _modal_step_parameters(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Poles and residues (d, N) of order step ``step`` (channels laid out as (d, order-1))."""
-        poles, residues = self.filter.complex_poles_residues()
-        n = self.config.hyena_order - 1
-        return poles.view(self.config.hidden_size, n, -1)[:, step], residues.view(self.config.hidden_size, n, -1)[:, step]
+    def _step_parameters(self, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
+        """What decoding reads from the weights, once per prefill: the reversed filters (exact cache) or, per order
+        step, the poles and residues (d, N) (modal; channels laid out as (d, order-1))."""
+        if isinstance(state, ModalState):
+            poles, residues = self.filter.complex_poles_residues()
+            shape = (self.config.hidden_size, self.config.hyena_order - 1, -1)
+            return poles.view(shape).unbind(1), residues.view(shape).unbind(1), skip
+        return h.flip(-1), skip
 
     def _prefill_step_state(self, state, step: int, u: torch.Tensor) -> None:
         if isinstance(state, ModalState):  # s_T = sum_t p^(T-1-t) u_t, what the recurrence reaches after the prompt
-            poles, _ = self._modal_step_parameters(step)
-            state.ssm[step] = decayed_sum(u, poles)
+            state.ssm[step] = decayed_sum(u, state.step_params[0][step])
         else:
             state.append(step, u)
 
@@ -176,12 +180,11 @@ class HyenaOperator(nn.Module):
         """Exact decoding of new tokens: the causal convolution sum over the stored history, O(T d) per token."""
         u_all = self.in_proj(hidden_states).transpose(1, 2)
         k = self.config.short_filter_order - 1
-        if isinstance(state, ModalState):
-            h_rev, skip = None, self.filter.D.view(self.config.hidden_size, -1).t()
-            if not self.config.filter_use_bias:
-                skip = torch.zeros_like(skip)
+        modal = isinstance(state, ModalState)
+        if modal:
+            poles, residues, skip = state.step_params
         else:
-            h_rev, skip = state.filters
+            h_rev, skip = state.step_params
         outputs = []
         for t in range(u_all.shape[-1]):
             window = torch.cat([state.fir, u_all[..., t:t + 1]], dim=-1)
@@ -192,14 +195,14 @@ class HyenaOperator(nn.Module):
             v = v.to(dtype)
             for o, x_i in enumerate(reversed(xs[1:])):
                 u = v * x_i.to(dtype)
-                if isinstance(state, ModalState):  # s <- p s + u ; y = Re sum_n R_n s_n
-                    poles, residues = self._modal_step_parameters(o)
-                    state.ssm[o] = poles * state.ssm[o] + u[..., None]
-                    v = (residues * state.ssm[o]).sum(-1).real.to(dtype)
+                if modal:  # s <- p s + u ; y = Re sum_n R_n s_n
+                    state.ssm[o] = poles[o] * state.ssm[o] + u[..., None]
+                    v = (residues[o] * state.ssm[o]).sum(-1).real.to(dtype)
                 else:  # exact causal convolution sum over the whole history
                     history = state.append(o, u[..., None])
                     v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1]:].to(dtype)).sum(-1)
-                v = v + skip[o].to(dtype) * u
+                if skip is not None:
+                    v = v + skip[o].to(dtype) * u
             outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
         return self.out_proj(torch.stack(outputs, dim=1))
 
@@ -281,12 +284,11 @@ class H3Mixer(nn.Module):
         state.shift = F.pad(k, (n, 0))[..., seqlen:]
         dA, dC = self.diag_ssm_discrete()
         state.ssm = dC.unsqueeze(0) * decayed_sum(kv, dA)
+        state.step_params = (self.shift_kernel(n).flip(-1), dA, dC)
 
     def step(self, hidden_states: torch.Tensor, state: H3State) -> torch.Tensor:
         """H3's recurrence: shift SSM as an FIR window, diagonal SSM as a complex state; O(d * d_state) per token."""
-        n = self.config.ssm_state_size
-        shift_kernel = self.shift_kernel(n).flip(-1)
-        dA, dC = self.diag_ssm_discrete()
+        shift_kernel, dA, dC = state.step_params
         outputs = []
         for t in range(hidden_states.shape[1]):
             x = hidden_states[:, t]
@@ -605,6 +607,8 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, use_cache=None,
                                       inputs_embeds=None, **kwargs):
+        if inputs_embeds is not None:
+            raise ValueError("generate() from inputs_embeds is not supported by Hyena models; pass input_ids")
         # With a cache only the tokens it has not seen are fed; without one, the whole sequence every step.
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             input_ids = input_ids[:, past_key_values.get_seq_length():]
