@@ -102,7 +102,8 @@ def map_state_dict(canonical: dict[str, torch.Tensor], expected: dict[str, torch
     emb = mapped.get("backbone.embeddings.weight")
     if "lm_head.weight" in mapped and emb is not None and not torch.equal(mapped["lm_head.weight"], emb):
         raise ConversionError("lm_head.weight differs from the word embeddings, but the original ties them")
-    mapped.setdefault("lm_head.weight", emb) if emb is not None else None
+    if emb is not None:  # tied head stored once (or not at all) in the original
+        mapped.setdefault("lm_head.weight", emb)
     missing = [k for k in expected if k not in mapped and k not in optional]
     if missing:
         raise ConversionError(f"missing keys: {_few(missing)}")

@@ -9,16 +9,13 @@ import time
 from pathlib import Path
 
 
-def _demo_train(args) -> Path:
+def _demo_train(args, task, tokenizer) -> Path:
     from transformers import set_seed
 
     from hyena_hf import HyenaConfig, HyenaForCausalLM
-    from hyena_hf.synthetic import RecallTask, answer_accuracy, build_dataset, make_tokenizer, task_words, train_on_task
+    from hyena_hf.synthetic import answer_accuracy, build_dataset, train_on_task
 
     set_seed(args.seed)
-    task = RecallTask(num_keys=args.num_keys, num_values=args.num_keys, num_pairs=args.num_pairs,
-                      num_queries=args.num_queries)
-    tokenizer = make_tokenizer(task_words(task))
     train = build_dataset(task, tokenizer, args.train_examples, seed=args.seed)
     held_out = build_dataset(task, tokenizer, 1000, seed=args.seed + 1)
     config = HyenaConfig(
@@ -83,10 +80,11 @@ def cmd_demo(args) -> None:
         return
     from hyena_hf.synthetic import RecallTask, build_dataset, make_tokenizer, task_words
 
-    model_dir = _demo_train(args)
     task = RecallTask(num_keys=args.num_keys, num_values=args.num_keys, num_pairs=args.num_pairs,
                       num_queries=args.num_queries)
-    fresh = build_dataset(task, make_tokenizer(task_words(task)), args.fresh_prompts, seed=args.seed + 2)
+    tokenizer = make_tokenizer(task_words(task))
+    model_dir = _demo_train(args, task, tokenizer)
+    fresh = build_dataset(task, tokenizer, args.fresh_prompts, seed=args.seed + 2)
     print(f"[3/3] reloading with AutoModelForCausalLM and answering {len(fresh)} fresh recall prompts through "
           "pipeline('text-generation')")
     report = _demo_generate(str(model_dir), list(fresh["prompt"]), list(fresh["answer"]), max_new_tokens=1)

@@ -39,22 +39,24 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-# Up to this length a direct depthwise convolution beats the FFT on CPU (benchmarks/bench_short_conv_cpu.py: at
-# B=8, C=768 direct is 1.4-1.6x faster for L <= 16 and slower from L = 32 on; at B=1, C=256 the two are within
-# noise). On GPU the FFT / Triton path is used at every length.
-DIRECT_CONV_MAX_LEN = 16
+# A direct depthwise convolution beats the FFT on CPU only for short inputs with many rows
+# (benchmarks/bench_short_conv_cpu.py, 2 threads: B*C = 8*768 rows, direct 1.2-1.9x faster for L <= 32 and slower from
+# L = 64; B*C = 256 rows, the FFT is faster at every L). On GPU the FFT / Triton path is used at every length.
+DIRECT_CONV_MAX_LEN = 32
+DIRECT_CONV_MIN_ROWS = 2048
 
 
 def causal_conv_torch(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Causal convolution y[t] = sum_{j<=t} h[j] u[t-j] by real FFTs of size >= 2L (no circular wrap-around), or
-    directly for very short inputs on CPU.
+    directly for short inputs with many rows on CPU.
 
     ``u: (B, C, L)`` and ``h: (C, Lh)``, both already in the compute dtype. The filter spectrum is computed once
     and broadcast over the batch.
     """
     seqlen = u.shape[-1]
     h = h[..., :seqlen]
-    if seqlen <= DIRECT_CONV_MAX_LEN and u.device.type == "cpu" and u.dim() == 3:
+    rows = u.shape[0] * u.shape[1] if u.dim() == 3 else 0
+    if seqlen <= DIRECT_CONV_MAX_LEN and rows >= DIRECT_CONV_MIN_ROWS and u.device.type == "cpu":
         taps = h.shape[-1]
         return torch.nn.functional.conv1d(torch.nn.functional.pad(u, (taps - 1, 0)), h.flip(-1).unsqueeze(1),
                                           groups=u.shape[1])

@@ -77,3 +77,16 @@ def test_dispatch_rules(monkeypatch):
 def test_reference_is_what_the_dispatch_runs_on_cpu():
     v, h = torch.randn(2, 3, 20), torch.randn(3, 20)
     assert torch.equal(long_conv(v, h), long_conv_torch(v, h))
+
+
+@pytest.mark.parametrize("L", [1, 7, 32, 33])
+def test_direct_and_fft_paths_agree_with_naive(L):
+    """Short inputs with many rows take the direct convolution on CPU (ops.DIRECT_CONV_MAX_LEN); both paths are exact."""
+    from hyena_hf import ops
+
+    g = torch.Generator().manual_seed(L)
+    v, h = torch.randn(4, 512, L, generator=g), torch.randn(512, L, generator=g)
+    assert (L <= ops.DIRECT_CONV_MAX_LEN) == (v.shape[0] * v.shape[1] >= ops.DIRECT_CONV_MIN_ROWS and L <= 32)
+    ref = naive(v, h)
+    assert (long_conv(v.double(), h.double()) - ref).abs().max() <= 1e-12 * ref.abs().max() + 1e-12
+    assert (long_conv(v, h) - ref).abs().max() <= 1e-5 * ref.abs().max() + 1e-6

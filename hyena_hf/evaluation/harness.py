@@ -67,14 +67,14 @@ def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: boo
     from lm_eval.tasks import TaskManager
 
     tasks = list(tasks or SUPERGLUE_TASKS)
-    include = None
     if local:
-        include = str(write_local_tasks(data_dir or TINY_DATA))
         tasks = [t if t.endswith(LOCAL_SUFFIX) else t + LOCAL_SUFFIX for t in tasks]
-    manager = TaskManager(include_path=include) if include else TaskManager()
-    return simple_evaluate(model=make_lm(model, tokenizer, batch_size), tasks=tasks, num_fewshot=num_fewshot,
-                           task_manager=manager, limit=limit, random_seed=seed, numpy_random_seed=seed,
-                           torch_random_seed=seed, fewshot_random_seed=seed, log_samples=True)
+    with tempfile.TemporaryDirectory(prefix="hyena_hf_tasks_") as include:  # the generated YAMLs live for this run
+        manager = TaskManager(include_path=str(write_local_tasks(data_dir or TINY_DATA, include))) if local \
+            else TaskManager()
+        return simple_evaluate(model=make_lm(model, tokenizer, batch_size), tasks=tasks, num_fewshot=num_fewshot,
+                               task_manager=manager, limit=limit, random_seed=seed, numpy_random_seed=seed,
+                               torch_random_seed=seed, fewshot_random_seed=seed, log_samples=True)
 
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "hyena_superglue"
