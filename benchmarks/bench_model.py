@@ -2,8 +2,9 @@
 
     python benchmarks/bench_model.py [--lengths 1024 2048 4096 8192 16384 32768] [--hidden-size 256] [--layers 4]
 
-Batch 1, random weights. "plain" is the same model with the original repositories' long convolution (FFT size
-exactly 2L, pad / rfft / multiply / irfft / slice / skip as separate ops). Reports forward (and forward+backward with
+Batch 1, random weights. "plain" is the same model (same weights) computed the way the original reference code does
+it (benchmarks/plain_hyena.py: transposes around the projections, padded depthwise conv, FFT size exactly 2L with pad /
+rfft / multiply / irfft / slice / skip as separate ops); its logits are checked against the model's first. Reports forward (and forward+backward with
 --backward) time, peak CUDA memory when on GPU, and the ratios. Writes JSON under benchmarks/results/.
 """
 
@@ -11,37 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import hyena_hf.ops as ops
 from hyena_hf import HyenaConfig, HyenaForCausalLM
+from plain_hyena import check_supported, plain_forward
 from timing import median_seconds
-
-
-def plain_long_conv(v, h, D=None, pre_gate=None, post_gate=None):
-    L = v.shape[-1]
-    u = v.float() if pre_gate is None else v.float() * pre_gate.float()
-    k_f = torch.fft.rfft(h.float(), n=2 * L) / (2 * L)
-    y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * k_f, n=2 * L, norm="forward")[..., :L]
-    if D is not None:
-        y = y + u * D.float().unsqueeze(-1)
-    if post_gate is not None:
-        y = y * post_gate.float()
-    return y.to(v.dtype)
-
-
-@contextmanager
-def plain_convolution():
-    original = ops.long_conv_torch
-    ops.long_conv_torch = plain_long_conv
-    try:
-        yield
-    finally:
-        ops.long_conv_torch = original
 
 
 def main() -> None:
@@ -60,27 +38,33 @@ def main() -> None:
     torch.manual_seed(0)
     hyena = HyenaForCausalLM(HyenaConfig(vocab_size=50257, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
                                          max_position_embeddings=max_len, filter_order=64, filter_emb_dim=33,
-                                         embd_pdrop=0.0, use_cache=False)).to(device)
+                                         embd_pdrop=0.0, use_cache=False)).to(device).eval()
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=args.hidden_size, n_layer=args.layers,
                                       n_head=max(1, args.hidden_size // 64), n_positions=max_len,
-                                      attn_implementation="sdpa", use_cache=False)).to(device)
+                                      attn_implementation="sdpa", use_cache=False)).to(device).eval()
+    check_supported(hyena)
+    with torch.no_grad():  # the plain reference must compute the same function before it is worth timing
+        ids = torch.randint(0, 50257, (1, min(1024, max_len)), device=device)
+        plain_diff = (plain_forward(hyena, ids) - hyena(ids).logits).abs().max().item()
+    if plain_diff > 1e-3:
+        raise RuntimeError(f"the plain reference disagrees with the model: max |logits diff| {plain_diff:.2e}")
     rows = []
     for L in args.lengths:
         ids = torch.randint(0, 50257, (1, L), device=device)
         row = {"length": L}
 
-        def run(model, **kw):
+        def run(model, plain=False):
             def fn():
                 if args.backward:
-                    model(ids, labels=ids, **kw).loss.backward()
+                    logits = plain_forward(model, ids) if plain else model(ids).logits
+                    torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).backward()
                 else:
                     with torch.no_grad():
-                        model(ids, logits_to_keep=1, **kw)
+                        plain_forward(model, ids, 1) if plain else model(ids, logits_to_keep=1)
             return fn
 
         row["hyena_s"] = median_seconds(run(hyena), args.repeats)
-        with plain_convolution():
-            row["plain_hyena_s"] = median_seconds(run(hyena), args.repeats)
+        row["plain_hyena_s"] = median_seconds(run(hyena, plain=True), args.repeats)
         row["gpt2_sdpa_s"] = median_seconds(run(gpt2), args.repeats)
         row["hyena_vs_plain"] = row["plain_hyena_s"] / row["hyena_s"]
         row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
@@ -95,7 +79,7 @@ def main() -> None:
         {"command": f"python benchmarks/bench_model.py --lengths {' '.join(map(str, args.lengths))} --hidden-size "
                     f"{args.hidden_size} --layers {args.layers} --threads {args.threads}"
                     + (" --backward" if args.backward else ""),
-         "device": str(device), "rows": rows}, indent=2))
+         "device": str(device), "plain_max_abs_logits_diff": plain_diff, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,19 @@ class ModalFilter(nn.Module):
                 torch.view_as_complex(self.residues.to(dtype).contiguous()))
 
     def forward(self, seqlen: int, return_skip: bool = False):
-        """(1, seqlen, channels), same layout as the implicit filter (and the skip ``D`` with ``return_skip``)."""
+        """(channels, seqlen), same layout as the implicit filter (and the skip ``D`` with ``return_skip``)."""
         poles, residues = self.complex_poles_residues()
-        h = modal_impulse_response(poles, residues, seqlen).t().unsqueeze(0)
+        h = modal_impulse_response(poles, residues, seqlen)
         return (h, self.D) if return_skip else h
+
+    def features(self, seqlen: int) -> int:
+        """What :meth:`filters_for` needs: the length (the modes are per channel)."""
+        return seqlen
+
+    def filters_for(self, seqlen: int, rows: slice) -> torch.Tensor:
+        """Filters of the channels ``rows`` only, (rows, seqlen)."""
+        poles, residues = self.complex_poles_residues()
+        return modal_impulse_response(poles[rows], residues[rows], seqlen)
 
 
 def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:
@@ -164,7 +173,7 @@ def distill(model, state_size: int, refine_steps: int = 0, length: int | None = 
     layers = [(i, blk.mixer) for i, blk in enumerate(model.backbone.layers) if isinstance(blk.mixer, HyenaOperator)]
     for i, mixer in tqdm(layers, desc=f"distill N={state_size}", disable=not progress):
         with torch.no_grad():
-            h = mixer.filter(length)[0].t()  # (channels, L)
+            h = mixer.filter(length)  # (channels, L)
         poles, residues, singular = fit_modal(h, state_size, refine_steps)
         report.relative_l2_error[i] = relative_error(h.double(), poles, residues)
         spectrum = singular / singular[:, :1].clamp(min=1e-30)

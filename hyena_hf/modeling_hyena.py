@@ -22,7 +22,7 @@ from transformers.cache_utils import DynamicLayer
 from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
 from .modal import ModalFilter, decayed_sum
-from .ops import compute_dtype, long_conv
+from .ops import compute_dtype, long_conv, long_conv_torch, resolve_impl
 
 
 def _padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -39,6 +39,67 @@ def _check_length(config: HyenaConfig, seqlen: int) -> None:
             "the implicit Hyena filters). Truncate the input, or load the model with a larger "
             "max_position_embeddings (the filters are then evaluated at new positions and the model must be fine-tuned)."
         )
+
+
+def _is_plain_module(module: nn.Module, cls: type) -> bool:
+    """Exactly ``cls`` with no hooks: not wrapped by PEFT, quantised, or given accelerate / forward hooks."""
+    return (type(module) is cls and not hasattr(module, "_hf_hook") and not module._forward_hooks
+            and not module._forward_pre_hooks)
+
+
+def linear_channels_first(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)`` for ``x (B, L, in)``, returned as ``(B, out, L)`` (the layout of the convolutions).
+
+    A plain ``nn.Linear`` is computed as ``W @ x^T`` by one batched GEMM that writes that layout directly: on CPU a
+    transpose copy of the result costs about twice the GEMM. Anything else is called as a module, then transposed.
+    """
+    if not _is_plain_module(linear, nn.Linear):
+        return linear(x).transpose(1, 2)
+    weight = linear.weight.expand(x.shape[0], -1, -1)
+    if linear.bias is None:
+        return torch.bmm(weight, x.mT)
+    return torch.baddbmm(linear.bias[:, None], weight, x.mT)
+
+
+# Inference (no autograd) on CPU runs the MLP a block of rows at a time and the Hyena mixer a block of channels at a
+# time: the intermediate tensors then stay small enough to be reused by the allocator (glibc maps every allocation over
+# 32 MB afresh) and to sit in cache. On this 2-core machine a fresh tensor of many MB costs more in page faults than
+# the arithmetic done on it; see benchmarks/bench_model.py for the effect on the whole model.
+INFERENCE_CHUNK_ROWS = 2048
+INFERENCE_BLOCK_BYTES = 16 << 20
+
+
+def _inference_only(*tensors: torch.Tensor) -> bool:
+    """True when nothing here needs autograd and no autocast is active (the in-place / out= fast paths apply)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return not torch.is_autocast_enabled(tensors[0].device.type)
+
+
+def _shifted_depthwise_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            out: torch.Tensor) -> torch.Tensor:
+    """Causal depthwise convolution as k shifted multiply-adds: out[..., t] = bias + sum_s weight[:, k-1-s] u[..., t-s]
+    (u is zero before its first column); ``weight (C, k)``, ``u`` and ``out (B, C, L)``."""
+    k = weight.shape[-1]
+    if bias is None:
+        torch.mul(u, weight[:, k - 1:], out=out)
+    else:
+        torch.addcmul(bias[:, None], u, weight[:, k - 1:], out=out)
+    for shift in range(1, min(k, u.shape[-1])):
+        out[..., shift:].addcmul_(u[..., :-shift], weight[:, k - 1 - shift:k - shift])
+    return out
+
+
+def causal_short_conv(conv: nn.Conv1d, u: torch.Tensor) -> torch.Tensor:
+    """The short causal depthwise filter, ``conv(u)[..., :L]`` (``conv`` pads k-1 on both sides; the tail is dropped).
+
+    Without autograd a plain ``nn.Conv1d`` runs as k shifted multiply-adds: 2-6x faster on CPU than the padded
+    convolution from 2K to 32K tokens. Under autograd (or with hooks / wrappers) the module runs: its backward is
+    faster than autograd through the shifts.
+    """
+    if not (_inference_only(u, conv.weight) and _is_plain_module(conv, nn.Conv1d)):
+        return conv(u)[..., : u.shape[-1]]
+    return _shifted_depthwise_conv(u, conv.weight[:, 0], conv.bias, torch.empty_like(u))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -80,20 +141,40 @@ class HyenaImplicitFilter(nn.Module):
         self.D = nn.Parameter(torch.randn(channels))
 
     def forward(self, seqlen: int, return_skip: bool = False):
-        """(1, seqlen, channels) filter values, in at least float32 (and the skip ``D`` with ``return_skip``: read
-        inside forward so accelerate's offload hooks have loaded it)."""
-        dtype = torch.promote_types(self.out.weight.dtype, torch.float32)
-        z = self.z[:, :seqlen].to(dtype)
-        freq = self.sin_freq.to(dtype)
-        h = z
-        for linear in self.mlp:
-            h = torch.sin(freq * self._linear(linear, h, dtype))
-        h = self._linear(self.out, h, dtype)
-        if self.config.modulate:
-            decay = torch.exp(-self.t[:, :seqlen].to(dtype) * self.deltas.to(dtype).abs())
-            h = h * (decay + self.config.modulation_shift)
+        """(channels, seqlen) filter values, in at least float32 (and the skip ``D`` with ``return_skip``: read
+        inside forward so accelerate's offload hooks have loaded it). Channels first, the layout of the FFT."""
+        features = self.features(seqlen)
+        dtype = features.dtype
+        if self.out.weight.dtype == dtype:
+            h = linear_channels_first(self.out, features)[0]  # a module call where hooks need one
+        else:
+            h = self.out.weight.to(dtype) @ features[0].t()
+        h = self._modulate(h, slice(None))
         return (h, self.D) if return_skip else h
 
+    def features(self, seqlen: int) -> torch.Tensor:
+        """The sine MLP's output (1, seqlen, width), shared by every channel."""
+        dtype = torch.promote_types(self.out.weight.dtype, torch.float32)
+        freq = self.sin_freq.to(dtype)
+        h = self.z[:, :seqlen].to(dtype)
+        for linear in self.mlp:
+            h = torch.sin(freq * self._linear(linear, h, dtype))
+        return h
+
+    def filters_for(self, features: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features` (no module call: for the
+        blocked inference path, which runs only on plain modules)."""
+        h = self.out.weight[rows].to(features.dtype) @ features[0].t()
+        return self._modulate(h, rows)
+
+    def _modulate(self, h: torch.Tensor, rows: slice) -> torch.Tensor:
+        if not self.config.modulate:
+            return h
+        t = self.t[0, : h.shape[-1], 0].to(h.dtype)
+        decay = torch.outer(self.deltas[0, 0, rows].to(h.dtype).abs(), t)
+        if _inference_only(h):  # in place: (channels, L) tensors are large at long L
+            return h.mul_(decay.neg_().exp_().add_(self.config.modulation_shift))
+        return h * (torch.exp(-decay) + self.config.modulation_shift)
 
     @staticmethod
     def _linear(linear: nn.Linear, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -127,7 +208,7 @@ class HyenaOperator(nn.Module):
         out as (d, order-1)."""
         d, n = self.config.hidden_size, self.config.hyena_order - 1
         h, skip = self.filter(seqlen, return_skip=True)
-        h = h[0].view(seqlen, d, n).permute(2, 1, 0)  # (L, d*n) -> (n, d, L)
+        h = h.view(d, n, seqlen).transpose(0, 1)  # (d*n, L) -> (n, d, L)
         return h, skip.view(d, n).t() if self.config.filter_use_bias else None
 
     def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
@@ -135,13 +216,15 @@ class HyenaOperator(nn.Module):
         if state is not None and state.fir is not None:
             return self.step(hidden_states, state)
         seqlen = hidden_states.shape[1]
-        u = self.in_proj(hidden_states).transpose(1, 2)  # (B, (order+1) d, L)
+        if state is None and self._blocked_inference(hidden_states):
+            return self.out_proj(self._mix_in_channel_blocks(hidden_states, padding_mask).transpose(1, 2))
+        u = linear_channels_first(self.in_proj, hidden_states)  # (B, (order+1) d, L)
         if padding_mask is not None:
             u = u * padding_mask
         if state is not None:  # prefill: keep the short filter's window
             k = self.config.short_filter_order - 1
             state.fir = F.pad(u, (k, 0))[..., seqlen:]  # the last k inputs (zeros before the start)
-        uc = self.short_filter(u)[..., :seqlen]
+        uc = causal_short_conv(self.short_filter, u)
         *xs, v = uc.split(self.config.hidden_size, dim=1)
         # Exact decoding later needs the filters up to max_position_embeddings: compute them once, at that length.
         exact_cache = isinstance(state, HyenaConvState)
@@ -160,6 +243,51 @@ class HyenaOperator(nn.Module):
             v = long_conv(v, h[o, :, :seqlen], None if skip is None else skip[o], pre_gate, post_gate,
                           impl=self.config.long_conv_impl)
         return self.out_proj(v.transpose(1, 2))
+
+    def _blocked_inference(self, hidden_states: torch.Tensor) -> bool:
+        """The channel-blocked path: CPU inference through plain modules with the pure-PyTorch convolution."""
+        plain = (_is_plain_module(self.in_proj, nn.Linear) and _is_plain_module(self.short_filter, nn.Conv1d)
+                 and (self.config.filter_type == "modal" or _is_plain_module(self.filter.out, nn.Linear)))
+        return (plain and hidden_states.device.type == "cpu" and not (self.training and self.dropout.p > 0)
+                and _inference_only(hidden_states, self.in_proj.weight, self.short_filter.weight)
+                and resolve_impl(self.config.long_conv_impl, hidden_states.device) == "torch")
+
+    def _mix_in_channel_blocks(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """Everything between in_proj and out_proj acts on each channel separately, so inference runs it a block of
+        channels at a time: the projection rows, short filter, filters and gated long convolutions of a block. Only
+        the gated output (B, d, L) is full size. Returns it."""
+        d, order = self.config.hidden_size, self.config.hyena_order
+        steps, groups = order - 1, order + 1  # long convolutions; projections x_0 .. x_{order-1}, v
+        bsz, seqlen, _ = hidden_states.shape
+        proj_w = self.in_proj.weight.view(groups, d, -1)
+        proj_b = None if self.in_proj.bias is None else self.in_proj.bias.view(groups, d)
+        conv_w = self.short_filter.weight.view(groups, d, -1)
+        conv_b = None if self.short_filter.bias is None else self.short_filter.bias.view(groups, d)
+        skip = self.filter.D.view(d, steps) if self.config.filter_use_bias else None
+        features = self.filter.features(seqlen)
+        out = hidden_states.new_empty(bsz, d, seqlen)
+        block = max(1, INFERENCE_BLOCK_BYTES // (groups * bsz * seqlen * hidden_states.element_size()))
+        for c0 in range(0, d, block):
+            c1 = min(d, c0 + block)
+            rows = (c1 - c0) * groups
+            weight = proj_w[:, c0:c1].reshape(rows, -1).expand(bsz, -1, -1)
+            if proj_b is None:
+                u = torch.bmm(weight, hidden_states.mT)
+            else:
+                u = torch.baddbmm(proj_b[:, c0:c1].reshape(rows, 1), weight, hidden_states.mT)
+            if padding_mask is not None:
+                u.mul_(padding_mask)
+            uc = _shifted_depthwise_conv(u, conv_w[:, c0:c1].reshape(rows, -1),
+                                         None if conv_b is None else conv_b[:, c0:c1].reshape(rows), torch.empty_like(u))
+            xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
+            h = self.filter.filters_for(features, slice(c0 * steps, c1 * steps)).view(c1 - c0, steps, seqlen)
+            v = xs[-1]
+            for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
+                pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
+                post_gate = xs[0] if o == steps - 1 else None
+                v = long_conv_torch(v, h[:, o], None if skip is None else skip[c0:c1, o], pre_gate, post_gate)
+            out[:, c0:c1] = v
+        return out
 
     def _step_parameters(self, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
         """What decoding reads from the weights, once per prefill: the reversed filters (exact cache) or, per order
@@ -266,9 +394,9 @@ class H3Mixer(nn.Module):
         if state is not None and state.ssm is not None:
             return self.step(hidden_states, state)
         seqlen = hidden_states.shape[1]
-        q = self.q_proj(hidden_states).transpose(1, 2)
-        k = self.k_proj(hidden_states).transpose(1, 2)
-        v = self.v_proj(hidden_states).transpose(1, 2)
+        q = linear_channels_first(self.q_proj, hidden_states)
+        k = linear_channels_first(self.k_proj, hidden_states)
+        v = linear_channels_first(self.v_proj, hidden_states)
         impl = self.config.long_conv_impl
         kv = long_conv(k, self.shift_kernel(seqlen), self.shift_D, padding_mask, v, impl=impl)
         y = long_conv(kv, self.ssm_kernel(seqlen), self.D, padding_mask, q, impl=impl)
@@ -385,7 +513,20 @@ class HyenaMLP(nn.Module):
         self.fc2.is_residual_projection = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        plain = _is_plain_module(self.fc1, nn.Linear) and _is_plain_module(self.fc2, nn.Linear)
+        if not (plain and _inference_only(x, self.fc1.weight, self.fc2.weight)):
+            return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        # Inference: a block of rows at a time, the (rows, 4d) intermediate reused and the GELU in place.
+        rows = x.reshape(-1, x.shape[-1])
+        out = rows.new_empty(rows.shape[0], self.fc2.out_features)
+        for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
+            block = slice(start, start + INFERENCE_CHUNK_ROWS)
+            h = torch.ops.aten.gelu_(self.fc1(rows[block]), approximate="tanh")
+            if self.fc2.bias is None:
+                torch.mm(h, self.fc2.weight.t(), out=out[block])
+            else:
+                torch.addmm(self.fc2.bias, h, self.fc2.weight.t(), out=out[block])
+        return out.view(*x.shape[:-1], -1)
 
 
 MIXER_CLASSES = {"implicit": HyenaOperator, "modal": HyenaOperator, "h3": H3Mixer, "attention": HyenaAttention}
