@@ -4,8 +4,10 @@
 
 Batch 1, random weights. "plain" is the same model (same weights) computed the way the original reference code does
 it (benchmarks/plain_hyena.py: transposes around the projections, padded depthwise conv, FFT size exactly 2L with pad /
-rfft / multiply / irfft / slice / skip as separate ops); its logits are checked against the model's first. Reports forward (and forward+backward with
---backward) time, peak CUDA memory when on GPU, and the ratios. Writes JSON under benchmarks/results/.
+rfft / multiply / irfft / slice / skip as separate ops); its logits are checked against the model's first. Reports
+forward (and forward+backward with --backward) time, timed in turn (hyena, plain, gpt2, hyena, ...) so that drifts of
+a shared machine hit all alike, peak memory (CUDA counter on GPU, sampled resident set on CPU) and the ratios. Writes
+JSON under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM
 from plain_hyena import check_supported, plain_forward
-from timing import median_seconds
+from timing import interleaved_median_seconds, peak_memory_bytes
 
 
 def main() -> None:
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backward", action="store_true")
+    parser.add_argument("--gpt2-max-length", type=int, default=32768,
+                        help="skip GPT-2 above this length (its O(L^2) attention takes minutes on CPU)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,21 +67,27 @@ def main() -> None:
                         plain_forward(model, ids, 1) if plain else model(ids, logits_to_keep=1)
             return fn
 
-        row["hyena_s"] = median_seconds(run(hyena), args.repeats)
-        row["plain_hyena_s"] = median_seconds(run(hyena, plain=True), args.repeats)
-        row["gpt2_sdpa_s"] = median_seconds(run(gpt2), args.repeats)
+        contenders = {"hyena_s": run(hyena), "plain_hyena_s": run(hyena, plain=True)}
+        if L <= args.gpt2_max_length:
+            contenders["gpt2_sdpa_s"] = run(gpt2)
+        row.update(interleaved_median_seconds(contenders, args.repeats))
+        for name, fn in contenders.items():
+            row[name[:-len("_s")] + "_peak_mib"] = peak_memory_bytes(fn) / 2**20
         row["hyena_vs_plain"] = row["plain_hyena_s"] / row["hyena_s"]
-        row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
+        line = (f"L={L:6d} hyena {row['hyena_s'] * 1e3:9.1f} ms {row['hyena_peak_mib']:7.0f} MiB | plain "
+                f"{row['plain_hyena_s'] * 1e3:9.1f} ms {row['plain_hyena_peak_mib']:7.0f} MiB ({row['hyena_vs_plain']:.2f}x)")
+        if "gpt2_sdpa_s" in row:
+            row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
+            line += (f" | gpt2-sdpa {row['gpt2_sdpa_s'] * 1e3:9.1f} ms {row['gpt2_sdpa_peak_mib']:7.0f} MiB "
+                     f"({row['hyena_vs_gpt2']:.2f}x)")
         rows.append(row)
-        print(f"L={L:6d} hyena {row['hyena_s'] * 1e3:9.1f} ms  plain {row['plain_hyena_s'] * 1e3:9.1f} ms "
-              f"({row['hyena_vs_plain']:.2f}x)  gpt2-sdpa {row['gpt2_sdpa_s'] * 1e3:9.1f} ms "
-              f"({row['hyena_vs_gpt2']:.2f}x)", flush=True)
+        print(line, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "fwdbwd" if args.backward else "fwd"
     (out / f"bench_model_{device.type}_{suffix}.json").write_text(json.dumps(
         {"command": f"python benchmarks/bench_model.py --lengths {' '.join(map(str, args.lengths))} --hidden-size "
-                    f"{args.hidden_size} --layers {args.layers} --threads {args.threads}"
+                    f"{args.hidden_size} --layers {args.layers} --threads {args.threads} --repeats {args.repeats}"
                     + (" --backward" if args.backward else ""),
          "device": str(device), "plain_max_abs_logits_diff": plain_diff, "rows": rows}, indent=2))
 

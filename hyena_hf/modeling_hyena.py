@@ -226,9 +226,7 @@ class HyenaOperator(nn.Module):
             state.fir = F.pad(u, (k, 0))[..., seqlen:]  # the last k inputs (zeros before the start)
         uc = causal_short_conv(self.short_filter, u)
         *xs, v = uc.split(self.config.hidden_size, dim=1)
-        # Exact decoding later needs the filters up to max_position_embeddings: compute them once, at that length.
-        exact_cache = isinstance(state, HyenaConvState)
-        h, skip = self.long_filters(self.config.max_position_embeddings if exact_cache else seqlen)
+        h, skip = self.long_filters(seqlen)
         if state is not None:
             state.step_params = self._step_parameters(h, skip, state)
         gates = list(reversed(xs[1:]))
@@ -312,6 +310,10 @@ class HyenaOperator(nn.Module):
         if modal:
             poles, residues, skip = state.step_params
         else:
+            needed = state.lengths[0] + u_all.shape[-1]
+            if state.step_params[0].shape[-1] < needed:  # filters grow with the text (doubling), up to l_max
+                length = min(max(needed, 2 * state.step_params[0].shape[-1]), self.config.max_position_embeddings)
+                state.step_params = self._step_parameters(*self.long_filters(length), state)
             h_rev, skip = state.step_params
         outputs = []
         for t in range(u_all.shape[-1]):

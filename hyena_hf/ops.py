@@ -106,22 +106,23 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None):
     step = max(1, FFT_BLOCK_BYTES // (bsz * n * torch.finfo(dtype).bits // 8))
     for c0 in range(0, channels, step):
         block = slice(c0, c0 + step)
+        pre, post = (None if g is None else g if g.shape[1] == 1 else g[:, block] for g in (pre_gate, post_gate))
         padded = torch.empty((bsz, min(step, channels - c0), n), dtype=dtype, device=v.device)
         padded[..., seqlen:].zero_()
         u = padded[..., :seqlen]
         if pre_gate is not None and same_dtype:
-            torch.mul(v[:, block], pre_gate[:, block], out=u)
+            torch.mul(v[:, block], pre, out=u)
         else:  # half-precision inputs: multiply in the compute dtype, like the reference
             u.copy_(v[:, block])
-            if pre_gate is not None:
-                u.mul_(pre_gate[:, block])
+            if pre is not None:
+                u.mul_(pre)
         spectrum = torch.fft.rfft(padded)
         spectrum.mul_(torch.fft.rfft(h[block, :seqlen].to(dtype), n=n))
         conv = torch.fft.irfft(spectrum, n=n)[..., :seqlen]
         if D is not None:
             conv.addcmul_(u, D[block].to(dtype).unsqueeze(-1))
-        if post_gate is not None:
-            torch.mul(conv, post_gate[:, block], out=y[:, block])
+        if post is not None:
+            torch.mul(conv, post, out=y[:, block])
         else:
             y[:, block] = conv
     return y.to(v.dtype)

@@ -136,3 +136,17 @@ def test_cached_decoding_respects_the_length_limit():
         cache = model(_ids(1, 64), use_cache=True).past_key_values
         with pytest.raises(ValueError, match="exceeds max_position_embeddings=64"):
             model(_ids(1, 1), past_key_values=cache)
+
+
+def test_exact_cache_evaluates_filters_only_as_far_as_the_text_goes():
+    """A forward with a cache must not evaluate the implicit filters at max_position_embeddings (1M for HyenaDNA-1M):
+    they are computed for the prompt and grow by doubling while decoding; decoding stays exact (test above)."""
+    model = tiny_model(max_position_embeddings=4096)
+    with torch.no_grad():
+        out = model(_ids(1, 5), use_cache=True)
+        state = out.past_key_values.layers[0]
+        assert state.step_params[0].shape[-1] == 5
+        for t in range(11):
+            model(_ids(1, 1, seed=t), past_key_values=out.past_key_values)
+    assert out.past_key_values.get_seq_length() == 16
+    assert 16 <= state.step_params[0].shape[-1] <= 32

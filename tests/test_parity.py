@@ -18,22 +18,24 @@ def _batches(name):
     return [(key, "logits" + key[len("input_ids"):]) for key in tensors if key.startswith("input_ids")]
 
 
+@pytest.mark.parametrize("use_cache", [True, False], ids=["prefill", "no_cache"])
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_logits_match_original_fp32_and_fp64(name):
+def test_logits_match_original_fp32_and_fp64(name, use_cache):
+    """Both inference paths: with a cache (prefill) and without (the channel-blocked CPU path)."""
     model = load_fixture_model(name)
     tensors = fixture_tensors(name)
     vocab = model.config.vocab_size
     assert len(_batches(name)) >= 3
     for ids_key, logits_key in _batches(name):
         with torch.no_grad():
-            logits = model(tensors[ids_key]).logits
+            logits = model(tensors[ids_key], use_cache=use_cache).logits
         assert logits.shape == tensors[logits_key][..., :vocab].shape
         diff32 = (logits - tensors[logits_key][..., :vocab]).abs().max().item()
         assert diff32 <= FP32_ATOL, (ids_key, diff32)
     model = model.to(torch.float64)
     for ids_key, logits_key in _batches(name):
         with torch.no_grad():
-            logits = model(tensors[ids_key]).logits
+            logits = model(tensors[ids_key], use_cache=use_cache).logits
         assert logits.dtype == torch.float64
         diff64 = (logits - tensors[logits_key + "_fp64"][..., :vocab]).abs().max().item()
         assert diff64 <= FP64_ATOL[name], (ids_key, diff64)

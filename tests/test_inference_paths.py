@@ -1,0 +1,122 @@
+"""The CPU inference fast paths (no autograd) against the plain autograd-capable paths and float64 references:
+channels-first projections, the shifted-add short filter, the channel-blocked long convolution and Hyena mixer, and
+the row-blocked MLP. Block sizes are shrunk so that every path runs over several blocks with a ragged last one."""
+
+import pytest
+import torch
+from torch import nn
+
+import hyena_hf.modeling_hyena as modeling
+import hyena_hf.ops as ops
+from conftest import VARIANTS, tiny_model
+from test_long_conv import naive
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(ops, "FFT_BLOCK_BYTES", 3000)
+    monkeypatch.setattr(modeling, "INFERENCE_BLOCK_BYTES", 5000)
+    monkeypatch.setattr(modeling, "INFERENCE_CHUNK_ROWS", 7)
+
+
+@pytest.mark.parametrize("L", [33, 100, 255, 1024])
+@pytest.mark.parametrize("gated", [False, True])
+def test_blocked_long_conv_matches_naive_and_autograd_path(L, gated, small_blocks):
+    g = torch.Generator().manual_seed(L)
+    B, C = 3, 5
+    v, h, D = torch.randn(B, C, L, generator=g), torch.randn(C, L // 2 + 1, generator=g), torch.randn(C, generator=g)
+    pre, post = (torch.randn(B, C, L, generator=g), torch.randn(B, C, L, generator=g)) if gated else (None, None)
+    ref = naive(v, h, D, pre, post)
+    with torch.no_grad():
+        fast = ops.long_conv_torch(v, h, D, pre, post)
+        fast64 = ops.long_conv_torch(*(None if t is None else t.double() for t in (v, h, D, pre, post)))
+    assert fast.dtype == torch.float32 and fast.is_contiguous()
+    assert (fast.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (fast64 - ref).abs().max() <= 1e-12 * ref.abs().max()
+    reference = ops.long_conv_reference(v.requires_grad_(), h, D, pre, post)  # the autograd path
+    assert torch.allclose(fast, reference.detach(), rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    with torch.no_grad():
+        half = ops.long_conv_torch(v.bfloat16(), h, D, None if pre is None else pre.bfloat16(), post)
+    assert half.dtype == torch.bfloat16
+    assert (half.double() - ref).abs().max() <= 2e-2 * ref.abs().max()
+
+
+@pytest.mark.parametrize("taps", [1, 2, 3, 5])
+@pytest.mark.parametrize("L", [1, 2, 4, 40])
+def test_shifted_short_filter_equals_the_convolution(taps, L):
+    torch.manual_seed(taps * 100 + L)
+    conv = nn.Conv1d(6, 6, taps, groups=6, padding=taps - 1)
+    u = torch.randn(2, 6, L)
+    expected = conv(u)[..., :L]
+    with torch.no_grad():
+        assert torch.allclose(modeling.causal_short_conv(conv, u), expected, atol=1e-6)
+    conv.bias = None
+    with torch.no_grad():
+        assert torch.allclose(modeling.causal_short_conv(conv, u), conv(u)[..., :L], atol=1e-6)
+
+
+def test_channels_first_projection_equals_the_module():
+    torch.manual_seed(0)
+    linear, x = nn.Linear(8, 12), torch.randn(3, 5, 8)
+    assert torch.allclose(modeling.linear_channels_first(linear, x), linear(x).transpose(1, 2), atol=1e-6)
+    calls = []
+    linear.register_forward_hook(lambda *args: calls.append(1))  # hooked modules are called, not bypassed
+    assert torch.allclose(modeling.linear_channels_first(linear, x), linear(x).transpose(1, 2), atol=1e-6)
+    assert len(calls) == 2
+
+
+def _count_blocked_calls(monkeypatch):
+    calls = []
+    original = modeling.HyenaOperator._mix_in_channel_blocks
+    monkeypatch.setattr(modeling.HyenaOperator, "_mix_in_channel_blocks",
+                        lambda self, *args: calls.append(1) or original(self, *args))
+    return calls
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_inference_paths_equal_the_autograd_path(variant, small_blocks, monkeypatch):
+    """no_grad forward (blocked mixer, row-blocked MLP, shifted short filter) == the forward that autograd records,
+    with and without left padding, in float32 and float64."""
+    model = tiny_model(**VARIANTS[variant])
+    calls = _count_blocked_calls(monkeypatch)
+    ids = torch.randint(1, 50, (2, 37), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :9] = 0
+    for dtype in (torch.float32, torch.float64):
+        model = model.to(dtype)
+        for attention_mask in (None, mask):
+            with torch.no_grad():
+                fast = model(ids, attention_mask=attention_mask, use_cache=False).logits
+            recorded = model(ids, attention_mask=attention_mask, use_cache=False).logits
+            assert recorded.requires_grad
+            tol = 1e-5 if dtype == torch.float32 else 1e-10
+            assert (fast - recorded.detach()).abs().max() <= tol * recorded.abs().max()
+    hyena_layers = sum(block.mixer_type in ("implicit", "modal") for block in model.backbone.layers)
+    assert len(calls) == 4 * hyena_layers  # 2 dtypes x 2 masks, every Hyena layer took the blocked path
+
+
+def test_left_padded_batch_equals_each_sequence_alone_without_cache(small_blocks):
+    model = tiny_model(hyena_order=3)
+    long, short = torch.randint(1, 50, (1, 30)), torch.randint(1, 50, (1, 21))
+    batch = torch.cat([long, torch.cat([torch.zeros(1, 9, dtype=torch.long), short], 1)])
+    mask = (torch.arange(30)[None] >= torch.tensor([[0], [9]])).long()
+    with torch.no_grad():
+        together = model(batch, attention_mask=mask, use_cache=False).logits
+        alone = [model(long, use_cache=False).logits, model(short, use_cache=False).logits]
+    assert torch.allclose(together[0], alone[0][0], atol=1e-5)
+    assert torch.allclose(together[1, 9:], alone[1][0], atol=1e-5)
+
+
+def test_hooked_or_training_models_use_the_module_path(monkeypatch):
+    model = tiny_model()
+    calls = _count_blocked_calls(monkeypatch)
+    ids = torch.randint(1, 50, (1, 16))
+    with torch.no_grad():
+        expected = model(ids, use_cache=False).logits
+    assert len(calls) == 2
+    seen = []
+    model.backbone.layers[0].mixer.in_proj.register_forward_pre_hook(lambda *args: seen.append(1))
+    with torch.no_grad():
+        hooked = model(ids, use_cache=False).logits
+    assert len(calls) == 3 and seen == [1]  # layer 0 ran its hooked in_proj as a module; layer 1 stayed blocked
+    assert torch.allclose(hooked, expected, atol=1e-5)
