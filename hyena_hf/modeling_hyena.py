@@ -265,18 +265,21 @@ class HyenaOperator(nn.Module):
         features = self.filter.features(seqlen)
         out = hidden_states.new_empty(bsz, d, seqlen)
         block = max(1, INFERENCE_BLOCK_BYTES // (groups * bsz * seqlen * hidden_states.element_size()))
+        # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
+        scratch = hidden_states.new_empty(2, bsz * min(block, d) * groups * seqlen)
         for c0 in range(0, d, block):
             c1 = min(d, c0 + block)
             rows = (c1 - c0) * groups
+            u, uc = (buffer[: bsz * rows * seqlen].view(bsz, rows, seqlen) for buffer in scratch)
             weight = proj_w[:, c0:c1].reshape(rows, -1).expand(bsz, -1, -1)
             if proj_b is None:
-                u = torch.bmm(weight, hidden_states.mT)
+                torch.bmm(weight, hidden_states.mT, out=u)
             else:
-                u = torch.baddbmm(proj_b[:, c0:c1].reshape(rows, 1), weight, hidden_states.mT)
+                torch.baddbmm(proj_b[:, c0:c1].reshape(rows, 1), weight, hidden_states.mT, out=u)
             if padding_mask is not None:
                 u.mul_(padding_mask)
-            uc = _shifted_depthwise_conv(u, conv_w[:, c0:c1].reshape(rows, -1),
-                                         None if conv_b is None else conv_b[:, c0:c1].reshape(rows), torch.empty_like(u))
+            _shifted_depthwise_conv(u, conv_w[:, c0:c1].reshape(rows, -1),
+                                    None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc)
             xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
             h = self.filter.filters_for(features, slice(c0 * steps, c1 * steps)).view(c1 - c0, steps, seqlen)
             v = xs[-1]

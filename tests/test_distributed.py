@@ -2,11 +2,12 @@
 same global batch, for DDP and FSDP; and device_map="auto" loading with disk offload."""
 
 import os
-import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -30,21 +31,50 @@ def test_two_process_step_equals_single_process(mode, tmp_path):
         assert torch.allclose(result["state"][key], value, atol=1e-5), key
 
 
-def _torchrun(script: str, *args: str) -> None:
+def _kill_run(proc: subprocess.Popen, marker: str) -> None:
+    """Kill torchrun and its workers. The workers run in sessions of their own and can outlive the agent, so they
+    are found by their command line (``marker`` is unique to this run) as well as by parentage."""
+    victims = []
+    try:
+        victims = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        pass
+    for candidate in psutil.process_iter(["cmdline"]):
+        if candidate.pid != os.getpid() and marker in " ".join(candidate.info["cmdline"] or []):
+            victims.append(candidate)
+    for victim in [psutil.Process(proc.pid)] + victims if proc.poll() is None else victims:
+        try:
+            victim.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def _torchrun(script: str, *args: str, timeout: float = 150.0, attempts: int = 2) -> None:
+    """torchrun --standalone with 2 CPU workers. On a loaded machine a gloo run very rarely hangs or loses a worker
+    (seen once in ~20 suite runs, not reproducible alone): such a run is killed whole and tried once more, so only a
+    failure that repeats fails the test. The numbers are compared by the caller either way."""
     env = {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(HERE / script), *args]
-    # own process group, so a hung run is killed with all its workers instead of leaving orphans behind
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, stderr = proc.communicate()
-        raise AssertionError(f"torchrun {script} timed out: {stderr[-2000:]}")
-    assert proc.returncode == 0, stderr[-3000:]
+    failures = []
+    for _ in range(attempts):
+        # output to a file, not a pipe: an orphaned worker holding a pipe open would block the reader forever
+        with tempfile.TemporaryFile("w+") as log:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                returncode = "hung"
+            finally:  # nothing of this run survives it
+                _kill_run(proc, args[0])
+            if returncode == 0:
+                return
+            log.seek(0)
+            failures.append(f"[{returncode}] {log.read()[-2000:]}")
+            print(f"torchrun {script} attempt failed: {failures[-1]}", file=sys.stderr)
+    raise AssertionError(f"torchrun {script} failed {attempts} times: " + " | ".join(failures))
 
 
 def test_trainer_under_torchrun_ddp_equals_single_process(tmp_path):
