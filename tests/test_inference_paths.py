@@ -175,3 +175,22 @@ def test_training_step_gradients_equal_the_reference_path(monkeypatch):
     for name, p in model.named_parameters():
         if p.grad is not None:
             assert torch.allclose(fast[name], p.grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("taps", [1, 3, 4])
+def test_shifted_short_filter_gradients_equal_the_convolution(taps):
+    """Under autograd on CPU the short filter has its own backward: gradients of u, weight and bias == nn.Conv1d's."""
+    torch.manual_seed(taps)
+    conv = nn.Conv1d(5, 5, taps, groups=5, padding=taps - 1).double()
+    u = torch.randn(2, 5, 23, dtype=torch.float64, requires_grad=True)
+    out = modeling.causal_short_conv(conv, u)
+    assert out.grad_fn is not None and "ShiftedShortConv" in type(out.grad_fn).__name__
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [u, conv.weight, conv.bias], dy)
+    expected = torch.autograd.grad(conv(u)[..., :23], [u, conv.weight, conv.bias], dy)
+    for grad, ref in zip(grads, expected):
+        assert torch.allclose(grad, ref, atol=1e-12)
+    short = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)  # shorter than the filter
+    assert torch.autograd.gradcheck(lambda x, w, b: modeling._ShiftedShortConv.apply(x, w, b),
+                                    [short, conv.weight[:, 0].detach().clone().requires_grad_(),
+                                     conv.bias.detach().clone().requires_grad_()])
