@@ -319,9 +319,9 @@ class HyenaOperator(nn.Module):
             v = xs[-1]
             for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
                 pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
-                post_gate = xs[0] if o == steps - 1 else None
-                v = long_conv_torch(v, h[:, o], None if skip is None else skip[c0:c1, o], pre_gate, post_gate)
-            out[:, c0:c1] = v
+                last = o == steps - 1
+                v = long_conv_torch(v, h[:, o], None if skip is None else skip[c0:c1, o], pre_gate,
+                                    xs[0] if last else None, out=out[:, c0:c1] if last else None)
         return out
 
     def _step_parameters(self, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:

@@ -116,14 +116,14 @@ def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype) -> torch.Tens
     return padded
 
 
-def _blocked_forward(v, h, D, pre_gate, post_gate):
+def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None):
     """The forward of :func:`long_conv` without autograd, a block of channels at a time: the gated input goes straight
     into the zero-padded FFT buffer (no separate pad / copy), spectral product and skip in place, post-gate writes the
-    result."""
+    result (into ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
     n = _fast_fft_size(2 * seqlen)
-    y = torch.empty(v.shape, dtype=dtype, device=v.device)
+    y = torch.empty(v.shape, dtype=dtype, device=v.device) if out is None else out
     for block in _channel_blocks(bsz, channels, n, dtype):
         pre, post = _block_of(pre_gate, block), _block_of(post_gate, block)
         padded = _padded_input(v[:, block], pre, seqlen, n, dtype)
@@ -136,7 +136,7 @@ def _blocked_forward(v, h, D, pre_gate, post_gate):
             torch.mul(conv, post, out=y[:, block])
         else:
             y[:, block] = conv
-    return y.to(v.dtype)
+    return y if out is not None else y.to(v.dtype)
 
 
 def _blocked_backward(dy, v, h, D, pre_gate, post_gate, needs: tuple[bool, ...]):
@@ -203,15 +203,22 @@ class _LongConvTorch(torch.autograd.Function):
         return _blocked_backward(dy, *ctx.saved_tensors, needs=ctx.needs_input_grad)
 
 
-def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None):
+def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tensor | None = None):
     """The pure-PyTorch path (CPU, or GPU without Triton). Long inputs run a block of channels at a time, in fewer
     memory passes than :func:`long_conv_reference` (see :func:`_blocked_forward`), with an explicit backward under
-    autograd; short inputs (where the direct convolution may win) take the reference."""
+    autograd; short inputs (where the direct convolution may win) take the reference. ``out`` (without autograd
+    only): a tensor of v's shape and dtype to write the result into."""
+    if out is not None and (out.shape != v.shape or out.dtype != v.dtype
+                            or _needs_autograd(v, h, D, pre_gate, post_gate)):
+        raise ValueError("long_conv_torch: out= needs a tensor of v's shape and dtype, and no autograd")
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
-        return long_conv_reference(v, h, D, pre_gate, post_gate)
+        y = long_conv_reference(v, h, D, pre_gate, post_gate)
+        return y if out is None else out.copy_(y)
     if _needs_autograd(v, h, D, pre_gate, post_gate):
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
-    return _blocked_forward(v, h, D, pre_gate, post_gate)
+    if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
+        return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))
+    return _blocked_forward(v, h, D, pre_gate, post_gate, out)
 
 
 def _triton_available() -> bool:

@@ -194,3 +194,16 @@ def test_shifted_short_filter_gradients_equal_the_convolution(taps):
     assert torch.autograd.gradcheck(lambda x, w, b: modeling._ShiftedShortConv.apply(x, w, b),
                                     [short, conv.weight[:, 0].detach().clone().requires_grad_(),
                                      conv.bias.detach().clone().requires_grad_()])
+
+
+def test_out_argument_writes_the_result_in_place(small_blocks):
+    v, h, D, pre, post = _conv_inputs(2, 5, 70, 70, True, seed=5)
+    expected = ops.long_conv_torch(v, h, D, pre, post)
+    for dtype in (torch.float32, torch.bfloat16):
+        out = torch.full((2, 5, 70), float("nan"), dtype=dtype)
+        with torch.no_grad():
+            result = ops.long_conv_torch(v.to(dtype), h, D, pre.to(dtype), post.to(dtype), out=out)
+        assert result.data_ptr() == out.data_ptr() and not out.isnan().any()
+        assert torch.allclose(out.float(), expected, rtol=2e-2 if dtype == torch.bfloat16 else 1e-6, atol=5e-2)
+    with pytest.raises(ValueError, match="out="):
+        ops.long_conv_torch(v, h, D, pre, post, out=torch.empty(2, 5, 69))
