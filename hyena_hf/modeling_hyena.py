@@ -22,7 +22,7 @@ from transformers.cache_utils import DynamicLayer
 from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
 from .modal import ModalFilter, decayed_sum
-from .ops import compute_dtype, long_conv, long_conv_torch, resolve_impl
+from .ops import compute_dtype, long_conv, long_conv_torch, needs_autograd, resolve_impl
 
 
 def _padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -47,18 +47,24 @@ def _is_plain_module(module: nn.Module, cls: type) -> bool:
             and not module._forward_pre_hooks)
 
 
+def _project_channels_first(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor,
+                            out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x (B, L, in) @ weight.T + bias`` as ``(B, out, L)``, by one batched GEMM ``W @ x^T`` writing that layout."""
+    weight = weight.expand(x.shape[0], -1, -1)
+    if bias is None:
+        return torch.bmm(weight, x.mT, out=out)
+    return torch.baddbmm(bias[:, None], weight, x.mT, out=out)
+
+
 def linear_channels_first(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``linear(x)`` for ``x (B, L, in)``, returned as ``(B, out, L)`` (the layout of the convolutions).
 
-    A plain ``nn.Linear`` is computed as ``W @ x^T`` by one batched GEMM that writes that layout directly: on CPU a
-    transpose copy of the result costs about twice the GEMM. Anything else is called as a module, then transposed.
+    A plain ``nn.Linear`` is computed by :func:`_project_channels_first`: on CPU a transpose copy of the result costs
+    about twice the GEMM. Anything else is called as a module, then transposed.
     """
     if not _is_plain_module(linear, nn.Linear):
         return linear(x).transpose(1, 2)
-    weight = linear.weight.expand(x.shape[0], -1, -1)
-    if linear.bias is None:
-        return torch.bmm(weight, x.mT)
-    return torch.baddbmm(linear.bias[:, None], weight, x.mT)
+    return _project_channels_first(linear.weight, linear.bias, x)
 
 
 # Inference (no autograd) on CPU runs the MLP a block of rows at a time and the Hyena mixer a block of channels at a
@@ -71,9 +77,7 @@ INFERENCE_BLOCK_BYTES = 16 << 20
 
 def _inference_only(*tensors: torch.Tensor) -> bool:
     """True when nothing here needs autograd and no autocast is active (the in-place / out= fast paths apply)."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    return not torch.is_autocast_enabled(tensors[0].device.type)
+    return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type)
 
 
 def _shifted_depthwise_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -178,12 +182,10 @@ class HyenaImplicitFilter(nn.Module):
         """(channels, seqlen) filter values, in at least float32 (and the skip ``D`` with ``return_skip``: read
         inside forward so accelerate's offload hooks have loaded it). Channels first, the layout of the FFT."""
         features = self.features(seqlen)
-        dtype = features.dtype
-        if self.out.weight.dtype == dtype:
-            h = linear_channels_first(self.out, features)[0]  # a module call where hooks need one
+        if self.out.weight.dtype == features.dtype and not _is_plain_module(self.out, nn.Linear):
+            h = self._modulate(self.out(features)[0].t(), slice(None))  # hooks (offload, adapters) need a module call
         else:
-            h = self.out.weight.to(dtype) @ features[0].t()
-        h = self._modulate(h, slice(None))
+            h = self.filters_for(features, slice(None))
         return (h, self.D) if return_skip else h
 
     def features(self, seqlen: int) -> torch.Tensor:
@@ -196,8 +198,8 @@ class HyenaImplicitFilter(nn.Module):
         return h
 
     def filters_for(self, features: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features` (no module call: for the
-        blocked inference path, which runs only on plain modules)."""
+        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features` (reads the output weight
+        directly: plain modules only, see :meth:`forward`)."""
         h = self.out.weight[rows].to(features.dtype) @ features[0].t()
         return self._modulate(h, rows)
 
@@ -305,11 +307,8 @@ class HyenaOperator(nn.Module):
             c1 = min(d, c0 + block)
             rows = (c1 - c0) * groups
             u, uc = (buffer[: bsz * rows * seqlen].view(bsz, rows, seqlen) for buffer in scratch)
-            weight = proj_w[:, c0:c1].reshape(rows, -1).expand(bsz, -1, -1)
-            if proj_b is None:
-                torch.bmm(weight, hidden_states.mT, out=u)
-            else:
-                torch.baddbmm(proj_b[:, c0:c1].reshape(rows, 1), weight, hidden_states.mT, out=u)
+            _project_channels_first(proj_w[:, c0:c1].reshape(rows, -1),
+                                    None if proj_b is None else proj_b[:, c0:c1].reshape(rows), hidden_states, out=u)
             if padding_mask is not None:
                 u.mul_(padding_mask)
             _shifted_depthwise_conv(u, conv_w[:, c0:c1].reshape(rows, -1),

@@ -81,7 +81,8 @@ def long_conv_reference(v, h, D=None, pre_gate=None, post_gate=None):
     return y.to(out_dtype)
 
 
-def _needs_autograd(*tensors: torch.Tensor | None) -> bool:
+def needs_autograd(*tensors: torch.Tensor | None) -> bool:
+    """True when autograd would record an op on these tensors (the in-place / out= fast paths do not apply)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
@@ -209,12 +210,12 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tens
     autograd; short inputs (where the direct convolution may win) take the reference. ``out`` (without autograd
     only): a tensor of v's shape and dtype to write the result into."""
     if out is not None and (out.shape != v.shape or out.dtype != v.dtype
-                            or _needs_autograd(v, h, D, pre_gate, post_gate)):
+                            or needs_autograd(v, h, D, pre_gate, post_gate)):
         raise ValueError("long_conv_torch: out= needs a tensor of v's shape and dtype, and no autograd")
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         y = long_conv_reference(v, h, D, pre_gate, post_gate)
         return y if out is None else out.copy_(y)
-    if _needs_autograd(v, h, D, pre_gate, post_gate):
+    if needs_autograd(v, h, D, pre_gate, post_gate):
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
     if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
         return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))
