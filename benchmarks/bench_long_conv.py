@@ -75,10 +75,17 @@ def main() -> None:
                 impls = {"reference": reference_conv, "hyena_hf_torch": long_conv_torch, "compiled_reference": compiled}
                 if triton_ok:  # one program per row up to MAX_FUSED_LEN, the multi-pass kernels beyond
                     impls["triton"] = triton_long_conv
-                # bytes that must move: v, pre, post in and y out (h and D are small)
+                # bytes that must move (h and D are small): forward v, pre, post in and y out; the backward adds
+                # dy, v, pre, post in and dv, d_pre, d_post out
                 must_move = 4 * B * channels * L * v.element_size()
                 row = {"dtype": dtype_name, "batch": B, "channels": channels, "length": L,
-                       "bandwidth_floor_s": must_move / floor_bw}
+                       "bandwidth_floor_s": must_move / floor_bw,
+                       "bandwidth_floor_fwdbwd_s": must_move * 11 / 4 / floor_bw}
+                if triton_ok:  # the timings only mean something if the kernel is right on this device
+                    want = long_conv_torch(*[t.double() for t in inputs])
+                    got = triton_long_conv(*inputs).double()
+                    row["triton_max_rel_err"] = ((got - want).abs().max() / want.abs().max()).item()
+                    del want, got
                 for name, fn in impls.items():
                     try:
                         row[f"{name}_fwd_s"] = timed(lambda: fn(*inputs), device, args.repeats)

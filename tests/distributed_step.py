@@ -53,12 +53,17 @@ def main(mode: str, out: str) -> None:
     if rank == 0:
         torch.save({"loss": loss / world, "state": state}, out)
     dist.destroy_process_group()
+    exit_before_teardown()
+
+
+def exit_before_teardown() -> None:
+    """Exit while the DDP wrapper is still referenced: freeing its reducer (when this frame's locals go, or at
+    interpreter exit) can deadlock against gloo's worker thread (py-spy: ~ProcessGroupGloo joins a thread that waits
+    for the GIL to free a tensor), which hung the suite about one run in three."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
-    # Skip interpreter teardown: freeing the DDP reducer there can deadlock against gloo's worker thread (py-spy:
-    # ~ProcessGroupGloo joins a thread that waits for the GIL to free a tensor), which hung ~1 run in 3 of the suite.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments, default_data_collator
 
-from distributed_step import tiny_setup
+from distributed_step import exit_before_teardown, tiny_setup
 
 
 def main(out_dir: str, per_device_batch: int) -> None:
@@ -26,11 +26,9 @@ def main(out_dir: str, per_device_batch: int) -> None:
     if trainer.is_world_process_zero():
         torch.save({"loss": result.training_loss, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}},
                    f"{out_dir}/result.pt")
+    if "WORLD_SIZE" in os.environ:  # under torchrun: exit while the trainer still holds the DDP model
+        exit_before_teardown()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]))
-    if "WORLD_SIZE" in os.environ:  # under torchrun: skip the teardown that can deadlock gloo (see distributed_step.py)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)

@@ -7,7 +7,8 @@ import torch
 
 pytest.importorskip("triton")
 from hyena_hf.kernels import (MAX_FUSED_LEN, fftconv_rows, fftconv_rows_multipass,  # noqa: E402
-                              filter_spectrum, triton_long_conv)
+                              filter_gradient_multipass, filter_spectrum, long_conv_backward, triton_long_conv)
+from hyena_hf.kernels import fftconv as kernel_fftconv, multipass as kernel_multipass  # noqa: E402
 from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
 from conftest import fixture_tensors, load_fixture_model  # noqa: E402
 from test_long_conv import naive  # noqa: E402
@@ -68,18 +69,103 @@ def test_every_output_element_is_written():
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("L,Lh", [(37, 37), (200, 50), (64, 100)])
-def test_gradients_match_autograd_through_float64_reference(L, Lh):
-    args = [t.requires_grad_(True) if t is not None else None for t in _inputs(2, 3, L, Lh=Lh, seed=L)]
+def _grads(fn, args, dy):
+    """Gradients of <fn(*args), dy> for the inputs that are not None (inputs are detached copies)."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_(True) for t in args]
+    out = fn(*leaves)
+    present = [t for t in leaves if t is not None]
+    return out, torch.autograd.grad(out, present, dy.to(out.dtype))
+
+
+def _assert_gradients_match_float64(args, tol=1e-5):
     out = triton_long_conv(*args)
-    dy = torch.randn_like(out)
-    grads = torch.autograd.grad(out, [t for t in args if t is not None], dy)
-    ref_args = [t.detach().double().requires_grad_(True) if t is not None else None for t in args]
-    ref = long_conv_torch(*ref_args)
-    ref_grads = torch.autograd.grad(ref, [t for t in ref_args if t is not None], dy.double())
-    for name, got, want in zip(["v", "h", "D", "pre", "post"], grads, ref_grads):
-        assert got.shape == want.shape, name
-        assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max() + 1e-6, name
+    dy = torch.randn(out.shape, generator=torch.Generator().manual_seed(11)).to(out.dtype)
+    _, got = _grads(triton_long_conv, args, dy)
+    _, want = _grads(long_conv_torch, [None if t is None else t.double() for t in args], dy.double())
+    names = [n for n, t in zip(["v", "h", "D", "pre", "post"], args) if t is not None]
+    for name, g, w, t in zip(names, got, want, [t for t in args if t is not None]):
+        assert g.shape == w.shape and g.dtype == t.dtype, name
+        assert torch.isfinite(g).all(), name
+        assert (g.double() - w).abs().max() <= tol * w.abs().max() + 1e-6, name
+
+
+GATE_AND_SKIP_CASES = [(pre, post, skip) for pre in (False, True) for post in (False, True) for skip in (False, True)]
+
+
+def _case_inputs(B, C, L, Lh, pre, post, skip, seed, dtype=torch.float32):
+    v, h, D, pre_gate, post_gate = _inputs(B, C, L, Lh=Lh, seed=seed, dtype=dtype)
+    return [v, h, D if skip else None, pre_gate if pre else None, post_gate if post else None]
+
+
+@pytest.mark.parametrize("pre,post,skip", GATE_AND_SKIP_CASES)
+def test_fused_backward_every_gate_and_skip_combination(pre, post, skip):
+    # several batch rows, so the in-kernel batch reduction of dh and dD is exercised
+    _assert_gradients_match_float64(_case_inputs(3, 2, 90, 90, pre, post, skip, seed=17))
+
+
+@pytest.mark.parametrize("L,Lh", [(1, 1), (2, 2), (37, 37), (200, 50), (64, 100), (1000, 1000), (1024, 300)])
+def test_gradients_match_autograd_through_float64_reference(L, Lh):
+    B, C = (2, 3) if L < 1000 else (2, 1)
+    _assert_gradients_match_float64(_case_inputs(B, C, L, Lh, True, True, True, seed=L))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_gradients(dtype):
+    _assert_gradients_match_float64(_case_inputs(2, 3, 150, 150, True, True, True, seed=8, dtype=dtype), tol=1e-2)
+
+
+@pytest.fixture
+def multipass_everywhere(monkeypatch):
+    """Send every length to the multi-pass kernels, with scratch so small that rows and channels come in several
+    chunks (the last one ragged)."""
+    monkeypatch.setattr(kernel_fftconv, "MAX_FUSED_LEN", 0)
+    monkeypatch.setattr(kernel_multipass, "SCRATCH_BYTES", 3 * 6 * 512 * 4)  # 3 rows of the smallest transform
+
+
+@pytest.mark.parametrize("pre,post,skip", GATE_AND_SKIP_CASES)
+def test_multipass_backward_every_gate_and_skip_combination(multipass_everywhere, pre, post, skip):
+    _assert_gradients_match_float64(_case_inputs(3, 4, 70, 70, pre, post, skip, seed=23))
+
+
+@pytest.mark.parametrize("L,Lh", [(1, 1), (33, 10), (300, 400)])
+def test_multipass_backward_lengths(multipass_everywhere, L, Lh):
+    _assert_gradients_match_float64(_case_inputs(2, 5, L, Lh, True, True, True, seed=L + 3))
+
+
+def test_multipass_forward_in_row_chunks(multipass_everywhere):
+    args = _inputs(3, 4, 130, seed=12)
+    ref = _reference64(*args)
+    v, h, D, pre, post = args
+    aux = torch.randn_like(v)
+    aux_out = torch.full_like(v, float("nan"))
+    out = fftconv_rows_multipass(v, filter_spectrum(h, 130), D, pre, post, out=torch.full_like(v, float("nan")),
+                                 aux=aux, aux_out=aux_out)
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    before_post = _reference64(v, h, D, pre, None) * aux.double()
+    assert (aux_out.double() - before_post).abs().max() <= 1e-5 * before_post.abs().max()
+
+
+@pytest.mark.parametrize("multipass", [False, True])
+def test_backward_writes_every_gradient_element(monkeypatch, multipass):
+    if multipass:
+        monkeypatch.setattr(kernel_fftconv, "MAX_FUSED_LEN", 0)
+        monkeypatch.setattr(kernel_multipass, "SCRATCH_BYTES", 2 * 6 * 512 * 4)
+    nan_empty_like = lambda t, **kw: torch.full_like(t, float("nan"), **kw)  # noqa: E731
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty_like", nan_empty_like)
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: real_empty(*a, **kw).fill_(float("nan")))
+    v, h, D, pre, post = _inputs(2, 3, 77, seed=6)
+    grads = long_conv_backward(torch.randn_like(v), v, h, D, pre, post)
+    for name, g in zip(["v", "h", "D", "pre", "post"], grads):
+        assert torch.isfinite(g).all(), name
+
+
+def test_multipass_filter_gradient_sums_the_batch(multipass_everywhere):
+    g_src, u_src = torch.randn(3, 4, 50), torch.randn(3, 4, 50)
+    dh = filter_gradient_multipass(g_src, None, u_src, None)
+    want = torch.stack([sum(torch.dot(g_src[b, c, j:].double(), u_src[b, c, :50 - j].double()) for b in range(3))
+                        for c in range(4) for j in range(50)]).view(4, 50)
+    assert (dh.double() - want).abs().max() <= 1e-5 * want.abs().max()
 
 
 def test_gradcheck_tiny():
@@ -104,6 +190,20 @@ def test_model_logits_with_triton_equal_torch_path(name):
         triton_logits = model(ids).logits
     assert (triton_logits - torch_logits).abs().max() < 1e-4
     assert (triton_logits - tensors["logits_short"][..., :model.config.vocab_size]).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize("name", ["safari_hyena_order3_attn", "h3_lm"])
+def test_model_gradients_with_triton_equal_torch_path(name):
+    ids = fixture_tensors(name)["input_ids_short"]
+    grads = {}
+    for impl in ("torch", "triton"):
+        model = load_fixture_model(name)
+        model.config.long_conv_impl = impl
+        model(ids, labels=ids, use_cache=False).loss.backward()
+        grads[impl] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["torch"].keys() == grads["triton"].keys() and len(grads["torch"]) > 10
+    for n, want in grads["torch"].items():
+        assert (grads["triton"][n] - want).abs().max() <= 1e-4 * want.abs().max() + 1e-7, n
 
 
 def test_dispatch_picks_triton_when_forced(monkeypatch):
