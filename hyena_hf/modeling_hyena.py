@@ -140,6 +140,17 @@ def causal_short_conv(conv: nn.Conv1d, u: torch.Tensor) -> torch.Tensor:
     return _ShiftedShortConv.apply(u, conv.weight[:, 0], conv.bias)
 
 
+def short_conv_last_output(conv: nn.Conv1d, window: torch.Tensor) -> torch.Tensor:
+    """The short filter's output at the last position of ``window (B, C, k)``, the only one decoding needs. A plain
+    ``nn.Conv1d`` is one multiply-sum (a padded mkldnn convolution costs ~0.1 ms per layer per token on CPU); hooked or
+    wrapped modules (offload, adapters) are called."""
+    k = window.shape[-1] - 1
+    if not _is_plain_module(conv, nn.Conv1d) or conv.weight.shape[-1] != window.shape[-1]:
+        return conv(window)[..., k]
+    out = torch.einsum("bck,ck->bc", window, conv.weight[:, 0].to(window.dtype))
+    return out if conv.bias is None else out + conv.bias.to(out.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Implicit (Hyena) filter
 # ----------------------------------------------------------------------------------------------------------------------
@@ -355,7 +366,7 @@ class HyenaOperator(nn.Module):
         for t in range(u_all.shape[-1]):
             window = torch.cat([state.fir, u_all[..., t:t + 1]], dim=-1)
             state.fir = window[..., 1:]
-            uc = self.short_filter(window)[..., k]  # the fully overlapping output (module call: offload-safe)
+            uc = short_conv_last_output(self.short_filter, window)
             *xs, v = uc.split(self.config.hidden_size, dim=1)
             dtype = compute_dtype(v.dtype)
             v = v.to(dtype)

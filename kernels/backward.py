@@ -18,13 +18,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .dft import (dft_constants, dft_of_half, factors, filter_spectrum, fused_launch_configs, half_row_positions,
-                  inverse_dft_to_half, load_dft_tiles, spectrum_tile_offsets)
+from .dft import (dft_constants, dft_of_half, dot_precision, factors, filter_spectrum, fused_launch_configs,
+                  half_row_positions, inverse_dft_to_half, load_dft_tiles, spectrum_tile_offsets)
 from .fftconv import fits_one_program
 from .multipass import fftconv_rows_multipass, filter_gradient_multipass
 
 
-@triton.autotune(configs=fused_launch_configs(), key=["N1", "N2", "HAS_PRE", "HAS_POST", "HAS_D"])
+@triton.autotune(configs=fused_launch_configs(), key=["N1", "N2", "HAS_PRE", "HAS_POST", "HAS_D", "DOT"])
 @triton.jit
 def _fftconv_backward_kernel(
     dy_ptr, v_ptr, pre_ptr, post_ptr, d_ptr, hr_ptr, hi_ptr,
@@ -32,6 +32,7 @@ def _fftconv_backward_kernel(
     f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr,
     B, C, L, inv_n,
     N1: tl.constexpr, N2: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     channel = tl.program_id(0)
     pos = half_row_positions(N1, N2)
@@ -53,16 +54,17 @@ def _fftconv_backward_kernel(
             pre = tl.load(pre_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
             u = v * pre
         g = tl.load(dy_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
-        ur, ui = dft_of_half(u, f1r_in, f1i_in, twr, twi, f2r, f2i)
+        ur, ui = dft_of_half(u, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT)
         if HAS_POST:
             inner = inverse_dft_to_half(ur * hr - ui * hi, ur * hi + ui * hr, f1r_out, f1i_out, twr, twi, f2r, f2i,
-                                        inv_n)
+                                        inv_n, DOT)
             if HAS_D:
                 inner = inner + d * u
             tl.store(dpost_ptr + base + pos, (g * inner).to(dpost_ptr.dtype.element_ty), mask=valid)
             g = g * tl.load(post_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
-        gr, gi = dft_of_half(g, f1r_in, f1i_in, twr, twi, f2r, f2i)
-        du = inverse_dft_to_half(gr * hr + gi * hi, gi * hr - gr * hi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n)
+        gr, gi = dft_of_half(g, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT)
+        du = inverse_dft_to_half(gr * hr + gi * hi, gi * hr - gr * hi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n,
+                                 DOT)
         if HAS_D:
             du = du + d * g
         if HAS_PRE:
@@ -71,7 +73,7 @@ def _fftconv_backward_kernel(
         tl.store(dv_ptr + base + pos, du.to(dv_ptr.dtype.element_ty), mask=valid)
         dhr += gr * ur + gi * ui
         dhi += gi * ur - gr * ui
-    dh = inverse_dft_to_half(dhr, dhi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n)
+    dh = inverse_dft_to_half(dhr, dhi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n, DOT)
     tl.store(dh_ptr + channel.to(tl.int64) * L + pos, dh, mask=valid)
 
 
@@ -86,6 +88,7 @@ def _fused_backward(dy, v, spectrum, D, pre_gate, post_gate, dv, d_pre, d_post, 
         *dft_constants(n1, n2, v.device),
         B, C, L, 1.0 / (n1 * n2),
         N1=n1, N2=n2, HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None,
+        DOT=dot_precision(v.dtype),
     )
 
 

@@ -9,7 +9,7 @@ and the inverse keeps only the first half of the positions (the causal output; t
 
     y[n1, n2] = Re( conj(F_N1)[:N1/2] @ ((Y @ conj(F_N2)) * W_N^(-k1 n2)) ) / N.
 
-Real and imaginary planes are kept separately and every DFT is a ``tl.dot`` in full float32 precision.
+Real and imaginary planes are kept separately and every DFT is a ``tl.dot`` (precision: :func:`dot_precision`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,22 @@ import triton
 import triton.language as tl
 
 _CONSTANTS: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision for data of ``dtype``: tensor cores wherever they stay within the error budget.
+    Float32 data (1e-5 relative) gets three TF32 products per float32 product ("tf32x3", about float32 accuracy);
+    half data (1e-2) one TF32 product. AMD GPUs, which lack tf32x3, use IEEE float32 FMAs, as does every call when
+    HYENA_TRITON_DOT_PRECISION=ieee (to check the tensor-core paths against it). The interpreter computes every
+    choice in full float32."""
+    forced = os.environ.get("HYENA_TRITON_DOT_PRECISION")
+    if forced:
+        if forced not in ("ieee", "tf32", "tf32x3"):
+            raise ValueError(f"HYENA_TRITON_DOT_PRECISION must be 'ieee', 'tf32' or 'tf32x3', got {forced!r}")
+        return forced
+    if torch.version.hip:
+        return "ieee"
+    return "tf32" if dtype in (torch.float16, torch.bfloat16) else "tf32x3"
 
 
 def fused_launch_configs() -> list[triton.Config]:
@@ -97,22 +113,22 @@ def spectrum_tile_offsets(N1: tl.constexpr, N2: tl.constexpr):
 
 
 @triton.jit
-def dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i):
+def dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT: tl.constexpr):
     """Spectrum (real, imag planes (N1, N2)) of a row whose non-zero half is ``x: (N1/2, N2)``."""
-    ar = tl.dot(f1r_in, x, input_precision="ieee")
-    ai = tl.dot(f1i_in, x, input_precision="ieee")
+    ar = tl.dot(f1r_in, x, input_precision=DOT)
+    ai = tl.dot(f1i_in, x, input_precision=DOT)
     br = ar * twr - ai * twi
     bi = ar * twi + ai * twr
-    zr = tl.dot(br, f2r, input_precision="ieee") - tl.dot(bi, f2i, input_precision="ieee")
-    zi = tl.dot(br, f2i, input_precision="ieee") + tl.dot(bi, f2r, input_precision="ieee")
+    zr = tl.dot(br, f2r, input_precision=DOT) - tl.dot(bi, f2i, input_precision=DOT)
+    zi = tl.dot(br, f2i, input_precision=DOT) + tl.dot(bi, f2r, input_precision=DOT)
     return zr, zi
 
 
 @triton.jit
-def inverse_dft_to_half(yr, yi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n):
+def inverse_dft_to_half(yr, yi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n, DOT: tl.constexpr):
     """First half (N1/2, N2) of the real inverse transform of the spectrum (yr, yi)."""
-    pr = tl.dot(yr, f2r, input_precision="ieee") + tl.dot(yi, f2i, input_precision="ieee")
-    pi = tl.dot(yi, f2r, input_precision="ieee") - tl.dot(yr, f2i, input_precision="ieee")
+    pr = tl.dot(yr, f2r, input_precision=DOT) + tl.dot(yi, f2i, input_precision=DOT)
+    pi = tl.dot(yi, f2r, input_precision=DOT) - tl.dot(yr, f2i, input_precision=DOT)
     qr = pr * twr + pi * twi
     qi = pi * twr - pr * twi
-    return (tl.dot(f1r_out, qr, input_precision="ieee") + tl.dot(f1i_out, qi, input_precision="ieee")) * inv_n
+    return (tl.dot(f1r_out, qr, input_precision=DOT) + tl.dot(f1i_out, qi, input_precision=DOT)) * inv_n

@@ -13,19 +13,19 @@ import torch
 import triton
 import triton.language as tl
 
-from .dft import (dft_constants, dft_of_half, factors, fused_launch_configs, half_row_positions, inverse_dft_to_half,
-                  load_dft_tiles, spectrum_tile_offsets)
+from .dft import (dft_constants, dft_of_half, dot_precision, factors, fused_launch_configs, half_row_positions,
+                  inverse_dft_to_half, load_dft_tiles, spectrum_tile_offsets)
 from .multipass import fftconv_rows_multipass
 
 
-@triton.autotune(configs=fused_launch_configs(), key=["N1", "N2", "HAS_PRE", "HAS_POST", "HAS_D"])
+@triton.autotune(configs=fused_launch_configs(), key=["N1", "N2", "HAS_PRE", "HAS_POST", "HAS_D", "DOT"])
 @triton.jit
 def _fftconv_row_kernel(
     v_ptr, pre_ptr, post_ptr, d_ptr, out_ptr, hr_ptr, hi_ptr,
     f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr,
     L, C, inv_n,
     N1: tl.constexpr, N2: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr,
-    CONJ: tl.constexpr,
+    CONJ: tl.constexpr, DOT: tl.constexpr,
 ):
     row = tl.program_id(0)
     channel = row % C
@@ -38,13 +38,14 @@ def _fftconv_row_kernel(
 
     f1r_in, f1i_in, f1r_out, f1i_out, twr, twi, f2r, f2i = load_dft_tiles(
         f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, N1, N2)
-    zr, zi = dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i)
+    zr, zi = dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT)
     h_off = channel.to(tl.int64) * (N1 * N2) + spectrum_tile_offsets(N1, N2)
     hr = tl.load(hr_ptr + h_off)
     hi = tl.load(hi_ptr + h_off)
     if CONJ:
         hi = -hi
-    y = inverse_dft_to_half(zr * hr - zi * hi, zr * hi + zi * hr, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n)
+    y = inverse_dft_to_half(zr * hr - zi * hi, zr * hi + zi * hr, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n,
+                            DOT)
 
     if HAS_D:
         y = y + tl.load(d_ptr + channel).to(tl.float32) * x
@@ -80,5 +81,6 @@ def fftconv_rows(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], D
         *dft_constants(n1, n2, v.device),
         L, C, 1.0 / (n1 * n2),
         N1=n1, N2=n2, HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None, CONJ=conj,
+        DOT=dot_precision(v.dtype),
     )
     return out

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dft import dft_constants, factors
+from .dft import dft_constants, dot_precision, factors
 
 # Scratch memory one call may hold (the chunk is at least one row).
 SCRATCH_BYTES = 256 << 20
@@ -26,7 +26,7 @@ MODE_FILTER, MODE_INVERSE, MODE_CROSS, MODE_PLAIN = 0, 1, 2, 3
 @triton.jit
 def _column_dft(x_ptr, gate_ptr, sr_ptr, si_ptr, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, L, row0,
                 N1: tl.constexpr, N2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                HAS_GATE: tl.constexpr):
+                DOT: tl.constexpr, HAS_GATE: tl.constexpr):
     local, pm, pn = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     k1 = pm * BM + tl.arange(0, BM)
     n2 = pn * BN + tl.arange(0, BN)
@@ -41,8 +41,8 @@ def _column_dft(x_ptr, gate_ptr, sr_ptr, si_ptr, f1r_ptr, f1i_ptr, twr_ptr, twi_
         if HAS_GATE:
             x = x * tl.load(gate_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
         f = k1[:, None] * N1 + n1[None, :]
-        acc_r += tl.dot(tl.load(f1r_ptr + f), x, input_precision="ieee")
-        acc_i += tl.dot(tl.load(f1i_ptr + f), x, input_precision="ieee")
+        acc_r += tl.dot(tl.load(f1r_ptr + f), x, input_precision=DOT)
+        acc_i += tl.dot(tl.load(f1i_ptr + f), x, input_precision=DOT)
     tw = k1[:, None] * N2 + n2[None, :]
     twr = tl.load(twr_ptr + tw)
     twi = tl.load(twi_ptr + tw)
@@ -54,7 +54,7 @@ def _column_dft(x_ptr, gate_ptr, sr_ptr, si_ptr, f1r_ptr, f1i_ptr, twr_ptr, twi_
 @triton.jit
 def _row_dft(ar_ptr, ai_ptr, br_ptr, bi_ptr, f2r_ptr, f2i_ptr, mr_ptr, mi_ptr, twr_ptr, twi_ptr, C, row0,
              N1: tl.constexpr, N2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-             MODE: tl.constexpr, CONJ: tl.constexpr):
+             DOT: tl.constexpr, MODE: tl.constexpr, CONJ: tl.constexpr):
     """S = A @ F2 (A @ conj(F2) for the inverse), then by MODE: B = S * H[channel] (conj(H) if CONJ); B = S * conj(tw);
     B += M * conj(S) (M: another spectrum of the same rows); B = S."""
     local, pm, pn = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -73,8 +73,8 @@ def _row_dft(ar_ptr, ai_ptr, br_ptr, bi_ptr, f2r_ptr, f2i_ptr, mr_ptr, mi_ptr, t
         f_i = tl.load(f2i_ptr + f)
         if MODE == 1:
             f_i = -f_i
-        acc_r += tl.dot(a_r, f_r, input_precision="ieee") - tl.dot(a_i, f_i, input_precision="ieee")
-        acc_i += tl.dot(a_r, f_i, input_precision="ieee") + tl.dot(a_i, f_r, input_precision="ieee")
+        acc_r += tl.dot(a_r, f_r, input_precision=DOT) - tl.dot(a_i, f_i, input_precision=DOT)
+        acc_i += tl.dot(a_r, f_i, input_precision=DOT) + tl.dot(a_i, f_r, input_precision=DOT)
     idx = k1[:, None] * N2 + cols[None, :]
     out = base + idx
     if MODE == 3:
@@ -103,7 +103,8 @@ def _row_dft(ar_ptr, ai_ptr, br_ptr, bi_ptr, f2r_ptr, f2i_ptr, mr_ptr, mi_ptr, t
 def _column_idft(qr_ptr, qi_ptr, v_ptr, pre_ptr, post_ptr, aux_ptr, d_ptr, out_ptr, aux_out_ptr, f1r_ptr, f1i_ptr,
                  L, C, row0, inv_n,
                  N1: tl.constexpr, N2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                 HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr, HAS_AUX: tl.constexpr):
+                 DOT: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr,
+                 HAS_AUX: tl.constexpr):
     """y = inverse + D * (pre * v);  out = post * y;  aux_out = aux * y."""
     local, pm, pn = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     row = local + row0
@@ -115,8 +116,8 @@ def _column_idft(qr_ptr, qi_ptr, v_ptr, pre_ptr, post_ptr, aux_ptr, d_ptr, out_p
         k1 = kb + tl.arange(0, BK)
         f = n1[:, None] * N1 + k1[None, :]
         q_off = base + k1[:, None] * N2 + n2[None, :]
-        acc += tl.dot(tl.load(f1r_ptr + f), tl.load(qr_ptr + q_off), input_precision="ieee")
-        acc += tl.dot(tl.load(f1i_ptr + f), tl.load(qi_ptr + q_off), input_precision="ieee")
+        acc += tl.dot(tl.load(f1r_ptr + f), tl.load(qr_ptr + q_off), input_precision=DOT)
+        acc += tl.dot(tl.load(f1i_ptr + f), tl.load(qi_ptr + q_off), input_precision=DOT)
     y = acc * inv_n
     pos = n1[:, None] * N2 + n2[None, :]
     valid = pos < L
@@ -158,6 +159,7 @@ def fftconv_rows_multipass(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.
     if (aux is None) != (aux_out is None):
         raise ValueError("aux and aux_out go together")
     hr, hi = spectrum
+    dot = dot_precision(v.dtype)
     f1r, f1i, f2r, f2i, twr, twi = dft_constants(n1, n2, v.device)
     chunk = _rows_per_chunk(n1 * n2, 4, rows)
     s = [torch.empty(chunk, n1, n2, device=v.device, dtype=torch.float32) for _ in range(4)]
@@ -169,14 +171,14 @@ def fftconv_rows_multipass(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.
         r = min(chunk, rows - row0)
         grid = (r, n1 // t, n2 // t)
         _column_dft[grid](v, pre, s[0], s[1], f1r, f1i, twr, twi, L, row0,
-                          N1=n1, N2=n2, BM=t, BN=t, BK=t, HAS_GATE=pre_gate is not None)
+                          N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot, HAS_GATE=pre_gate is not None)
         _row_dft[grid](s[0], s[1], s[2], s[3], f2r, f2i, hr, hi, twr, twi, C, row0,
-                       N1=n1, N2=n2, BM=t, BN=t, BK=t, MODE=MODE_FILTER, CONJ=conj)
+                       N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot, MODE=MODE_FILTER, CONJ=conj)
         _row_dft[grid](s[2], s[3], s[0], s[1], f2r, f2i, hr, hi, twr, twi, C, row0,
-                       N1=n1, N2=n2, BM=t, BN=t, BK=t, MODE=MODE_INVERSE, CONJ=False)
+                       N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot, MODE=MODE_INVERSE, CONJ=False)
         _column_idft[(r, (n1 // 2) // t, n2 // t)](
             s[0], s[1], v, pre, post, aux, v if D is None else D.contiguous(), out, dummy_out, f1r, f1i,
-            L, C, row0, 1.0 / (n1 * n2), N1=n1, N2=n2, BM=t, BN=t, BK=t,
+            L, C, row0, 1.0 / (n1 * n2), N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot,
             HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None,
             HAS_AUX=aux_out is not None)
     return out
@@ -200,7 +202,7 @@ def filter_gradient_multipass(g_src: torch.Tensor, g_gate: torch.Tensor | None, 
     dh = torch.empty(C, L, device=g_src.device, dtype=torch.float32)
     cb = _rows_per_chunk(n1 * n2, 6, C)
     s = [torch.empty(cb, n1, n2, device=g_src.device, dtype=torch.float32) for _ in range(6)]
-    kw = dict(N1=n1, N2=n2, BM=t, BN=t, BK=t)
+    kw = dict(N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot_precision(g_src.dtype))
     for c0 in range(0, C, cb):
         r = min(cb, C - c0)
         grid = (r, n1 // t, n2 // t)

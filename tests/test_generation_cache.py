@@ -150,3 +150,19 @@ def test_exact_cache_evaluates_filters_only_as_far_as_the_text_goes():
             model(_ids(1, 1, seed=t), past_key_values=out.past_key_values)
     assert out.past_key_values.get_seq_length() == 16
     assert 16 <= state.step_params[0].shape[-1] <= 32
+
+
+def test_decoding_calls_a_hooked_short_filter_as_a_module():
+    """A plain short filter is computed inline when decoding; a hooked one (offload, adapters) must still be called,
+    and both give the full forward's logits."""
+    model = tiny_model()
+    ids = _ids(1, 12)
+    calls = []
+    with torch.no_grad():
+        full = model(ids).logits
+        plain, _ = _stepwise_logits(model, ids, 4)
+        for layer in model.backbone.layers:
+            layer.mixer.short_filter.register_forward_hook(lambda *_: calls.append(1))
+        hooked, _ = _stepwise_logits(model, ids, 4)
+    assert (plain - full).abs().max() <= 1e-4 and (hooked - full).abs().max() <= 1e-4
+    assert len(calls) >= 8 * len(model.backbone.layers)  # prefill + 8 decoding steps per layer

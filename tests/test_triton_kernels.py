@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("triton")
 from hyena_hf.kernels import (MAX_FUSED_LEN, fftconv_rows, fftconv_rows_multipass,  # noqa: E402
                               filter_gradient_multipass, filter_spectrum, long_conv_backward, triton_long_conv)
-from hyena_hf.kernels import fftconv as kernel_fftconv, multipass as kernel_multipass  # noqa: E402
+from hyena_hf.kernels import dft as kernel_dft, fftconv as kernel_fftconv, multipass as kernel_multipass  # noqa: E402
 from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
 from conftest import fixture_tensors, load_fixture_model  # noqa: E402
 from test_long_conv import naive  # noqa: E402
@@ -251,3 +251,16 @@ def test_multipass_gradients():
     ref_grads = torch.autograd.grad(long_conv_torch(*ref_args), ref_args, dy.double())
     for got, want in zip(grads, ref_grads):
         assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max() + 1e-6
+
+
+def test_dot_precision_choice(monkeypatch):
+    monkeypatch.delenv("HYENA_TRITON_DOT_PRECISION", raising=False)
+    assert kernel_dft.dot_precision(torch.float32) == ("ieee" if torch.version.hip else "tf32x3")
+    assert kernel_dft.dot_precision(torch.bfloat16) == ("ieee" if torch.version.hip else "tf32")
+    monkeypatch.setenv("HYENA_TRITON_DOT_PRECISION", "ieee")
+    assert kernel_dft.dot_precision(torch.float16) == "ieee"
+    args = _inputs(1, 2, 40, seed=3)
+    assert (triton_long_conv(*args).double() - _reference64(*args)).abs().max() <= 1e-5 * _reference64(*args).abs().max()
+    monkeypatch.setenv("HYENA_TRITON_DOT_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="HYENA_TRITON_DOT_PRECISION"):
+        triton_long_conv(*args)
