@@ -145,7 +145,7 @@ def short_conv_last_output(conv: nn.Conv1d, window: torch.Tensor) -> torch.Tenso
     ``nn.Conv1d`` is one multiply-sum (a padded mkldnn convolution costs ~0.1 ms per layer per token on CPU); hooked or
     wrapped modules (offload, adapters) are called."""
     k = window.shape[-1] - 1
-    if not _is_plain_module(conv, nn.Conv1d) or conv.weight.shape[-1] != window.shape[-1]:
+    if not _is_plain_module(conv, nn.Conv1d):
         return conv(window)[..., k]
     out = torch.einsum("bck,ck->bc", window, conv.weight[:, 0].to(window.dtype))
     return out if conv.bias is None else out + conv.bias.to(out.dtype)
@@ -352,7 +352,6 @@ class HyenaOperator(nn.Module):
     def step(self, hidden_states: torch.Tensor, state: HyenaConvState) -> torch.Tensor:
         """Exact decoding of new tokens: the causal convolution sum over the stored history, O(T d) per token."""
         u_all = self.in_proj(hidden_states).transpose(1, 2)
-        k = self.config.short_filter_order - 1
         modal = isinstance(state, ModalState)
         if modal:
             poles, residues, skip = state.step_params

@@ -48,7 +48,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     v, h, D, pre_gate, post_gate = ctx.saved_tensors
-    dv, dh, dD, d_pre, d_post = _long_conv_backward_op(dy.contiguous(), v, h, D, pre_gate, post_gate)
+    dv, dh, dD, d_pre, d_post = _long_conv_backward_op(dy, v, h, D, pre_gate, post_gate)
     return (dv, dh, dD if D is not None else None, d_pre if pre_gate is not None else None,
             d_post if post_gate is not None else None)
 

@@ -3,7 +3,7 @@
     u = pre * v;   y = post * ( IDFT(DFT(u) * H)[:L] + D * u )
 
 with the transforms of :mod:`.dft` (matrix products on chip). The whole row stays on chip, so the activations cross
-memory once in and once out. ``CONJ`` multiplies by conj(H), which turns the convolution into a correlation.
+memory once in and once out.
 Arithmetic is float32 whatever the input dtype (inputs are cast right after loading).
 """
 
@@ -25,7 +25,7 @@ def _fftconv_row_kernel(
     f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr,
     L, C, inv_n,
     N1: tl.constexpr, N2: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr,
-    CONJ: tl.constexpr, DOT: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     row = tl.program_id(0)
     channel = row % C
@@ -42,8 +42,6 @@ def _fftconv_row_kernel(
     h_off = channel.to(tl.int64) * (N1 * N2) + spectrum_tile_offsets(N1, N2)
     hr = tl.load(hr_ptr + h_off)
     hi = tl.load(hi_ptr + h_off)
-    if CONJ:
-        hi = -hi
     y = inverse_dft_to_half(zr * hr - zi * hi, zr * hi + zi * hr, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n,
                             DOT)
 
@@ -65,12 +63,12 @@ def fits_one_program(seqlen: int) -> bool:
 
 def fftconv_rows(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], D: torch.Tensor | None = None,
                  pre_gate: torch.Tensor | None = None, post_gate: torch.Tensor | None = None,
-                 conj: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Gated long convolution of ``v: (B, C, L)`` with the filter ``spectrum`` of :func:`.dft.filter_spectrum`.
     ``out`` (optional) receives the result."""
     B, C, L = v.shape
     if not fits_one_program(L):
-        return fftconv_rows_multipass(v, spectrum, D, pre_gate, post_gate, conj=conj, out=out)
+        return fftconv_rows_multipass(v, spectrum, D, pre_gate, post_gate, out=out)
     n1, n2 = factors(L)
     v = v.contiguous()
     out = torch.empty_like(v) if out is None else out
@@ -80,7 +78,7 @@ def fftconv_rows(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], D
         v if D is None else D.contiguous(), out, hr, hi,
         *dft_constants(n1, n2, v.device),
         L, C, 1.0 / (n1 * n2),
-        N1=n1, N2=n2, HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None, CONJ=conj,
+        N1=n1, N2=n2, HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None,
         DOT=dot_precision(v.dtype),
     )
     return out

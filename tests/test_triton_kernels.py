@@ -146,10 +146,9 @@ def test_multipass_forward_in_row_chunks(multipass_everywhere):
 
 
 @pytest.mark.parametrize("multipass", [False, True])
-def test_backward_writes_every_gradient_element(monkeypatch, multipass):
+def test_backward_writes_every_gradient_element(request, monkeypatch, multipass):
     if multipass:
-        monkeypatch.setattr(kernel_fftconv, "MAX_FUSED_LEN", 0)
-        monkeypatch.setattr(kernel_multipass, "SCRATCH_BYTES", 2 * 6 * 512 * 4)
+        request.getfixturevalue("multipass_everywhere")
     nan_empty_like = lambda t, **kw: torch.full_like(t, float("nan"), **kw)  # noqa: E731
     real_empty = torch.empty
     monkeypatch.setattr(torch, "empty_like", nan_empty_like)
