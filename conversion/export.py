@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from hyena_hf.output_folder import check_output, write_folder
 
 from .checkpoint_io import ConversionError, extract_state_dict, load_checkpoint
 from .convert import convert_state_dict, detect_format, read_original_config
@@ -156,8 +156,8 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
                       max_shard_size: str = "2GB", hub_api=None) -> dict:
     """Convert and write the model folder; returns the recorded conversion info."""
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"output folder {output_dir} exists and is not empty (pass --overwrite)")
+    user_inputs = [Path(p) for p in (source, original_config, reference, tokenizer) if p and Path(p).exists()]
+    check_output(output_dir, overwrite=overwrite, inputs=user_inputs)
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     preset_obj = get_preset(preset) if preset else None
@@ -191,20 +191,16 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
         steps.update()
 
         steps.set_postfix_str("save")
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-        try:
-            model.save_pretrained(staging, max_shard_size=max_shard_size)
+        inputs = user_inputs + [resolved.weights, config_file]
+
+        def write(folder: Path) -> None:
+            model.save_pretrained(folder, max_shard_size=max_shard_size)
             if tok is not None:
-                tok.save_pretrained(staging)
-            (staging / "README.md").write_text(_model_card(info))
-            (staging / "conversion.json").write_text(json.dumps(info, indent=2))
-            if output_dir.exists():
-                shutil.rmtree(output_dir)
-            staging.rename(output_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+                tok.save_pretrained(folder)
+            (folder / "README.md").write_text(_model_card(info))
+            (folder / "conversion.json").write_text(json.dumps(info, indent=2))
+
+        write_folder(output_dir, write, overwrite=overwrite, inputs=inputs)
         steps.update()
         if push_to_hub:
             steps.set_postfix_str(f"push to {push_to_hub}")

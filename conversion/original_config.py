@@ -7,6 +7,7 @@ changes the numbers and is neither in the original config nor defaulted by the o
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -52,6 +53,36 @@ def _require(section: dict, key: str, where: str) -> Any:
     return section[key]
 
 
+def _section(parent: dict, key: str) -> dict:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConversionError(f"original config field {key} must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def _number(section: dict, key: str, where: str, default: Any = None, integer: bool = False) -> Any:
+    """A numeric field (``default`` when absent), or an error naming it; ranges are checked by HyenaConfig."""
+    value = section.get(key) if section.get(key) is not None else default
+    if value is None:
+        _require(section, key, where)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (integer and value != int(value)):
+        kind = "an integer" if integer else "a finite number"
+        raise ConversionError(f"original config field {where}{key} must be {kind}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _flag(section: dict, key: str, where: str, default: Any = None) -> bool:
+    value = section.get(key) if section.get(key) is not None else default
+    if value is None:
+        _require(section, key, where)
+    if not isinstance(value, bool) and value not in (0, 1):
+        raise ConversionError(f"original config field {where}{key} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def config_from_original(kwargs: dict, canonical: dict[str, torch.Tensor], family: str,
                          modulation_shift: float | None = None) -> HyenaConfig:
     """``family``: "safari" | "hyenadna" | "h3". ``modulation_shift`` overrides the trained-code default."""
@@ -63,17 +94,20 @@ def config_from_original(kwargs: dict, canonical: dict[str, torch.Tensor], famil
         "num_hidden_layers": _agree("n_layer", kwargs.get("n_layer"), n_layer),
         "intermediate_size": _agree("d_inner", kwargs.get("d_inner"),
                                     _shape(canonical, "backbone.layers.0.mlp.fc1.weight")[0]),
-        "residual_in_fp32": bool(kwargs.get("residual_in_fp32", False)),
-        "layer_norm_epsilon": float(kwargs.get("layer_norm_epsilon", 1e-5)),
-        "resid_pdrop": float(kwargs.get("resid_dropout", 0.0)),
-        "embd_pdrop": float(kwargs.get("embed_dropout", 0.1)),
+        "residual_in_fp32": _flag(kwargs, "residual_in_fp32", "", False),
+        "layer_norm_epsilon": _number(kwargs, "layer_norm_epsilon", "", 1e-5),
+        "resid_pdrop": _number(kwargs, "resid_dropout", "", 0.0),
+        "embd_pdrop": _number(kwargs, "embed_dropout", "", 0.1),
     }
     unknown = set(kwargs) - _IGNORED_TOP
     if unknown:
         raise ConversionError(f"unknown original config fields: {sorted(unknown)}")
 
-    vocab_size = int(_require(kwargs, "vocab_size", ""))
-    multiple = int(kwargs.get("pad_vocab_size_multiple", 1))
+    vocab_size = _number(kwargs, "vocab_size", "", integer=True)
+    multiple = _number(kwargs, "pad_vocab_size_multiple", "", 1, integer=True)
+    if vocab_size < 1 or multiple < 1:
+        raise ConversionError(f"original config fields vocab_size and pad_vocab_size_multiple must be >= 1, got "
+                              f"{vocab_size} and {multiple}")
     padded = ((vocab_size + multiple - 1) // multiple) * multiple
     if padded != emb_rows:
         raise ConversionError(f"original config vocab_size={vocab_size} with pad_vocab_size_multiple={multiple} gives "
@@ -82,14 +116,18 @@ def config_from_original(kwargs: dict, canonical: dict[str, torch.Tensor], famil
 
     attn_layers = sorted(i for i in range(n_layer) if f"backbone.layers.{i}.mixer.Wqkv.weight" in canonical)
     if kwargs.get("attn_layer_idx") is not None:
-        _agree("attn_layer_idx", sorted(int(i) for i in kwargs["attn_layer_idx"]), attn_layers)
+        listed = kwargs["attn_layer_idx"]
+        if not isinstance(listed, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                            for i in listed):
+            raise ConversionError(f"original config field attn_layer_idx must be a list of integers, got {listed!r}")
+        _agree("attn_layer_idx", sorted(listed), attn_layers)
     if attn_layers:
-        attn_cfg = dict(kwargs.get("attn_cfg") or {})
+        attn_cfg = _section(kwargs, "attn_cfg")
         if attn_cfg.get("causal", True) is not True:
             raise ConversionError("original attn_cfg.causal=False is not supported (a causal LM)")
         fields.update(attn_layer_idx=attn_layers,
-                      num_attention_heads=int(_require(attn_cfg, "num_heads", "attn_cfg.")),
-                      rotary_emb_dim=int(attn_cfg.get("rotary_emb_dim") or 0))
+                      num_attention_heads=_number(attn_cfg, "num_heads", "attn_cfg.", integer=True),
+                      rotary_emb_dim=_number(attn_cfg, "rotary_emb_dim", "attn_cfg.", 0, integer=True))
     mixer_layers = [i for i in range(n_layer) if i not in attn_layers]
     if not mixer_layers:
         raise ConversionError("every layer is an attention layer; nothing to convert into a Hyena model")
@@ -105,7 +143,7 @@ def config_from_original(kwargs: dict, canonical: dict[str, torch.Tensor], famil
 
 
 def _hyena_fields(kwargs, sd, prefix, family, modulation_shift) -> dict[str, Any]:
-    layer = dict(kwargs.get("layer") or {})
+    layer = _section(kwargs, "layer")
     if layer.get("_name_", "hyena") != "hyena":
         raise ConversionError(f"original layer._name_={layer['_name_']!r} is not a Hyena operator")
     for key, supported in _UNSUPPORTED_HYENA.items():
@@ -123,8 +161,8 @@ def _hyena_fields(kwargs, sd, prefix, family, modulation_shift) -> dict[str, Any
         # HyenaDNA's training code (which produced the released weights) uses shift 0.0; its standalone file 0.05.
         default_shift = 0.0
     else:
-        default_shift = float(layer.get("shift", 0.0))
-    shift = default_shift if modulation_shift is None else float(modulation_shift)
+        default_shift = _number(layer, "shift", "layer.", 0.0)
+    shift = default_shift if modulation_shift is None else _number({"shift": modulation_shift}, "shift", "--modulation-")
     return {
         "filter_type": "implicit",
         "hyena_order": _agree("layer.order", layer.get("order"), in_rows // d_model - 1),
@@ -135,25 +173,25 @@ def _hyena_fields(kwargs, sd, prefix, family, modulation_shift) -> dict[str, Any
         "filter_emb_dim": _agree("layer.emb_dim", layer.get("emb_dim"), z_shape[-1]),
         "max_position_embeddings": _agree("layer.l_max", layer.get("l_max"), z_shape[1]),
         "filter_num_inner_mlps": _agree("layer.num_inner_mlps", layer.get("num_inner_mlps"), len(filter_linears) - 2),
-        "filter_sin_freq": float(layer.get("w", 1)),
-        "filter_use_bias": bool(layer.get("bias", True)),
-        "train_pos_emb": float(layer.get("lr_pos_emb", 1e-5)) > 0,
-        "modulate": bool(_require(layer, "modulate", "layer.")),
+        "filter_sin_freq": _number(layer, "w", "layer.", 1.0),
+        "filter_use_bias": _flag(layer, "bias", "layer.", True),
+        "train_pos_emb": _number(layer, "lr_pos_emb", "layer.", 1e-5) > 0,
+        "modulate": _flag(layer, "modulate", "layer."),
         "modulation_shift": shift,
-        "modulation_fast_decay_pct": float(layer.get("fast_decay_pct", 0.3)),
-        "modulation_slow_decay_pct": float(layer.get("slow_decay_pct", 1.5)),
-        "modulation_target": float(layer.get("target", 1e-2)),
-        "hyena_dropout": float(layer.get("dropout", 0.0)),
+        "modulation_fast_decay_pct": _number(layer, "fast_decay_pct", "layer.", 0.3),
+        "modulation_slow_decay_pct": _number(layer, "slow_decay_pct", "layer.", 1.5),
+        "modulation_target": _number(layer, "target", "layer.", 1e-2),
+        "hyena_dropout": _number(layer, "dropout", "layer.", 0.0),
     }
 
 
 def _h3_fields(kwargs, sd, prefix) -> dict[str, Any]:
-    ssm_cfg = dict(kwargs.get("ssm_cfg") or {})
+    ssm_cfg = _section(kwargs, "ssm_cfg")
     if ssm_cfg.get("mode", "diag") != "diag" or ssm_cfg.get("measure", "diag-lin") not in ("diag-lin", "diag-inv",
                                                                                            "diag-legs", "diag"):
         raise ConversionError(f"original ssm_cfg mode={ssm_cfg.get('mode')!r} measure={ssm_cfg.get('measure')!r} "
                               "is not supported (only the diagonal S4D kernel of the released H3 models)")
-    if ssm_cfg.get("disc", "bilinear") != "bilinear" or int(ssm_cfg.get("head_dim", 1)) != 1:
+    if ssm_cfg.get("disc", "bilinear") != "bilinear" or ssm_cfg.get("head_dim", 1) != 1:
         raise ConversionError("only H3 with bilinear discretisation and head_dim=1 is supported")
     d_state = _shape(sd, prefix + "ssm_k_kernel.kernel.B")[-1]
     modes = _shape(sd, prefix + "kernel.kernel.inv_A_real")[-1]
@@ -162,5 +200,5 @@ def _h3_fields(kwargs, sd, prefix) -> dict[str, Any]:
     return {
         "filter_type": "h3",
         "ssm_state_size": _agree("ssm_cfg.d_state", ssm_cfg.get("d_state"), d_state),
-        "max_position_embeddings": int(kwargs.get("max_position_embeddings") or 2048),
+        "max_position_embeddings": _number(kwargs, "max_position_embeddings", "", 2048, integer=True),
     }

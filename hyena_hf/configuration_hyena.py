@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PreTrainedConfig
 
 FILTER_TYPES = ("implicit", "h3", "modal")
@@ -122,11 +124,26 @@ class HyenaConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.hidden_size
+            self.intermediate_size = 4 * self.hidden_size if _is_int(self.hidden_size) else self.hidden_size
         if self.attn_layer_idx is not None:
+            if not isinstance(self.attn_layer_idx, (list, tuple)) or not all(map(_is_int, self.attn_layer_idx)):
+                raise ValueError(f"HyenaConfig.attn_layer_idx must be a list of layer indices, got "
+                                 f"{self.attn_layer_idx!r}")
             self.attn_layer_idx = sorted(int(i) for i in self.attn_layer_idx)
         super().__post_init__(**kwargs)
         self.validate_hyena()
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> HyenaConfig:
+        """As transformers', but a saved config must state every field that changes what the weights compute: a
+        default in their place would silently give a different model (hyena-hf always saves them)."""
+        given = set(config_dict) | set(kwargs)
+        given |= {cls.attribute_map[k] for k in given if k in cls.attribute_map}
+        missing = [name for name in FUNCTION_FIELDS if name not in given]
+        if missing:
+            raise ValueError(f"Hyena config is missing {', '.join(missing)}: these fields change what the weights "
+                             "compute, so no default can stand in for them; add the values the model was trained with")
+        return super().from_dict(config_dict, **kwargs)
 
     # -- derived values -------------------------------------------------------------------------------------------
     @property
@@ -153,38 +170,36 @@ class HyenaConfig(PreTrainedConfig):
 
     # -- validation -----------------------------------------------------------------------------------------------
     def validate_hyena(self) -> None:
-        def positive(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"HyenaConfig.{name} must be a positive integer, got {value!r}")
+        """Every field's type and range, with a ValueError naming the field (and its original alias)."""
+        aliases = {v: k for k, v in self.attribute_map.items()}
 
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
-                     "pad_vocab_size_multiple", "filter_order", "short_filter_order", "ssm_state_size",
-                     "modal_state_size", "num_attention_heads", "filter_emb_dim", "h3_head_dim"):
-            positive(name)
-        if self.filter_type not in FILTER_TYPES:
-            raise ValueError(f"HyenaConfig.filter_type must be one of {FILTER_TYPES}, got {self.filter_type!r}")
-        if self.long_conv_impl not in LONG_CONV_IMPLS:
-            raise ValueError(f"HyenaConfig.long_conv_impl must be one of {LONG_CONV_IMPLS}, got {self.long_conv_impl!r}")
-        if not isinstance(self.hyena_order, int) or self.hyena_order < 2:
-            raise ValueError(f"HyenaConfig.hyena_order (order) must be an integer >= 2, got {self.hyena_order!r}")
-        if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
-            raise ValueError(f"HyenaConfig.filter_emb_dim (emb_dim) must be odd and >= 3, got {self.filter_emb_dim}")
-        if not isinstance(self.filter_num_inner_mlps, int) or self.filter_num_inner_mlps < 0:
-            raise ValueError(f"HyenaConfig.filter_num_inner_mlps must be an integer >= 0, got {self.filter_num_inner_mlps!r}")
+        def fail(name: str, expected: str) -> None:
+            alias = f" ({aliases[name]})" if name in aliases else ""
+            raise ValueError(f"HyenaConfig.{name}{alias} must be {expected}, got {getattr(self, name)!r}")
+
+        for name, (low, high) in INT_BOUNDS.items():
+            value = getattr(self, name)
+            if not _is_int(value) or not low <= value <= high:
+                fail(name, f"an integer in [{low}, {high}]")
+        for name, (low, high, low_open) in FLOAT_BOUNDS.items():
+            value = getattr(self, name)
+            if not _is_real(value) or not low <= value <= high or (low_open and value == low):
+                fail(name, f"a finite number in {'(' if low_open else '['}{low:g}, {high:g}]")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "true or false")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                fail(name, f"one of {choices}")
+        if self.filter_emb_dim % 2 == 0:
+            fail("filter_emb_dim", "odd (time plus Re/Im pairs)")
         if self.hyena_num_heads != 1 or self.hyena_inner_factor != 1:
             raise ValueError("HyenaConfig.hyena_num_heads and hyena_inner_factor must be 1 (the original operator only "
                              f"runs with 1), got {self.hyena_num_heads} and {self.hyena_inner_factor}")
         if self.h3_head_dim != 1:
-            raise ValueError(f"HyenaConfig.h3_head_dim must be 1 (as in every released H3 model), got {self.h3_head_dim}")
+            fail("h3_head_dim", "1 (as in every released H3 model)")
         if self.filter_type == "h3" and self.ssm_state_size % 2:
-            raise ValueError(f"HyenaConfig.ssm_state_size (d_state) must be even for H3, got {self.ssm_state_size}")
-        for name in ("embd_pdrop", "resid_pdrop", "attention_dropout", "hyena_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"HyenaConfig.{name} must be in [0, 1), got {value!r}")
-        if self.layer_norm_epsilon <= 0:
-            raise ValueError(f"HyenaConfig.layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}")
+            fail("ssm_state_size", "even for H3")
         for i in self.attn_layer_idx or ():
             if not 0 <= i < self.num_hidden_layers:
                 raise ValueError(f"HyenaConfig.attn_layer_idx entry {i} is out of range for "
@@ -194,11 +209,46 @@ class HyenaConfig(PreTrainedConfig):
                 raise ValueError(f"HyenaConfig.hidden_size ({self.hidden_size}) must be divisible by "
                                  f"num_attention_heads ({self.num_attention_heads})")
             head_dim = self.hidden_size // self.num_attention_heads
-            if self.rotary_emb_dim < 0 or self.rotary_emb_dim > head_dim or self.rotary_emb_dim % 2:
-                raise ValueError(f"HyenaConfig.rotary_emb_dim must be an even number in [0, head_dim={head_dim}], "
-                                 f"got {self.rotary_emb_dim}")
-        if self.hidden_act != "gelu_pytorch_tanh":
-            raise ValueError(f"HyenaConfig.hidden_act must be 'gelu_pytorch_tanh' (the original MLP), got {self.hidden_act!r}")
+            if not _is_int(self.rotary_emb_dim) or not 0 <= self.rotary_emb_dim <= head_dim or self.rotary_emb_dim % 2:
+                fail("rotary_emb_dim", f"an even number in [0, head_dim={head_dim}]")
 
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Sizes bounded by what anyone could mean (the largest released models are far inside): a typo such as 10**6 layers
+# fails here instead of building for minutes.
+INT_BOUNDS = {
+    "vocab_size": (1, 1 << 22), "hidden_size": (1, 1 << 16), "num_hidden_layers": (1, 1024),
+    "intermediate_size": (1, 1 << 18), "max_position_embeddings": (1, 1 << 26), "pad_vocab_size_multiple": (1, 1 << 16),
+    "filter_order": (1, 1 << 14), "filter_emb_dim": (3, 1023), "filter_num_inner_mlps": (0, 64),
+    "short_filter_order": (1, 1024), "hyena_order": (2, 16), "ssm_state_size": (1, 4096), "modal_state_size": (1, 4096),
+    "num_attention_heads": (1, 1 << 12), "h3_head_dim": (1, 1 << 12), "hyena_num_heads": (1, 1 << 12),
+    "hyena_inner_factor": (1, 64),
+}
+# (low, high, low excluded)
+FLOAT_BOUNDS = {
+    "layer_norm_epsilon": (0.0, 1.0, True), "initializer_range": (0.0, 1e3, False), "filter_sin_freq": (-1e6, 1e6, False),
+    "modulation_shift": (-1e6, 1e6, False), "modulation_fast_decay_pct": (0.0, 1e6, True),
+    "modulation_slow_decay_pct": (0.0, 1e6, True), "modulation_target": (0.0, 1e6, True),
+    "rotary_emb_base": (0.0, 1e12, True), "embd_pdrop": (0.0, 0.999, False), "resid_pdrop": (0.0, 0.999, False),
+    "attention_dropout": (0.0, 0.999, False), "hyena_dropout": (0.0, 0.999, False),
+}
+BOOL_FIELDS = ("residual_in_fp32", "rescale_prenorm_residual", "tie_word_embeddings", "filter_use_bias",
+               "train_pos_emb", "modulate", "use_cache")
+CHOICES = {"filter_type": FILTER_TYPES, "long_conv_impl": LONG_CONV_IMPLS, "hidden_act": ("gelu_pytorch_tanh",)}
+# What a saved config must state (see HyenaConfig.from_dict).
+FUNCTION_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+    "pad_vocab_size_multiple", "layer_norm_epsilon", "residual_in_fp32", "tie_word_embeddings", "filter_type",
+    "hyena_order", "filter_order", "filter_emb_dim", "filter_num_inner_mlps", "filter_use_bias", "train_pos_emb",
+    "modulate", "modulation_shift", "short_filter_order", "ssm_state_size", "modal_state_size", "attn_layer_idx",
+    "num_attention_heads", "rotary_emb_dim", "rotary_emb_base",
+)
 
 __all__ = ["HyenaConfig"]
