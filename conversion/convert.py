@@ -41,13 +41,17 @@ def read_original_config(path: str | Path) -> dict:
     hyenadna``), a fixture ``meta.json`` (``model_kwargs``), and safari / H3 experiment YAMLs (``model:`` section).
     """
     path = Path(path)
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # OSError, UnicodeDecodeError, JSON / YAML syntax errors
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"original config {path} cannot be read: {message}") from None
     if not isinstance(data, dict):
         raise ConversionError(f"original config {path} does not hold a mapping")
     if data.get("model_type") == "hyenadna":  # the -hf twins' transformers config

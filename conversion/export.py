@@ -182,6 +182,10 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
         model = model.to(DTYPES[dtype])
         family = "hyenadna" if fmt.startswith("hyenadna") else fmt
         tok, tokenizer_note = _tokenizer_for(family, model.config, tokenizer)
+        if tok is not None and len(tok) > model.config.vocab_size:
+            raise ConversionError(f"the tokenizer has {len(tok)} tokens but the model's vocab_size is "
+                                  f"{model.config.vocab_size}: ids from {model.config.vocab_size} up would have no "
+                                  "logits (check the original config's vocab_size)")
         info = {"output_name": output_dir.name, "source": resolved.description, "file": resolved.weights.name,
                 "sha256": sha256_of(resolved.weights), "hub_commit": resolved.hub_commit, "format": fmt,
                 "dtype": dtype, "modulation_shift": model.config.modulation_shift,

@@ -9,6 +9,18 @@ import time
 from pathlib import Path
 
 
+def _model_location(name: str) -> str:
+    """A local model folder, or a hub repo id; a missing local path is reported as such (not as a bad repo id)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{name} is not a model folder (it has no config.json)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise ValueError(f"model folder not found: {name}")
+    return name
+
+
 def _demo_train(args, task, tokenizer) -> Path:
     from transformers import set_seed
 
@@ -50,6 +62,7 @@ def _demo_generate(model_path: str, prompts: list[str], answers: list[str] | Non
 
     import hyena_hf  # noqa: F401  (registers the Auto classes)
 
+    model_path = _model_location(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
@@ -115,8 +128,9 @@ def cmd_generate(args) -> None:
 
     import hyena_hf  # noqa: F401
 
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    location = _model_location(args.model)
+    model = AutoModelForCausalLM.from_pretrained(location).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or location)
     inputs = tokenizer(args.prompt, return_tensors="pt")
     start = time.perf_counter()
     with torch.no_grad():
@@ -136,16 +150,25 @@ def cmd_distill(args) -> None:
 
     from hyena_hf.modal import distill
 
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    from hyena_hf.output_folder import check_output, write_folder
+
+    location = _model_location(args.model)
+    local_input = [Path(location)] if Path(location).exists() else []
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=local_input)
+    model = AutoModelForCausalLM.from_pretrained(location).eval()
     modal, report = distill(model, state_size=args.state_size, refine_steps=args.refine_steps)
-    modal.save_pretrained(args.output_dir)
-    try:
-        AutoTokenizer.from_pretrained(args.model).save_pretrained(args.output_dir)
-    except (OSError, ValueError):
-        pass  # a model folder without tokenizer files
-    Path(args.output_dir, "distill_report.json").write_text(json.dumps(
-        {"state_size": report.state_size, "relative_l2_error": report.relative_l2_error,
-         "hankel_singular_values": report.hankel_singular_values}, indent=2))
+
+    def write(folder: Path) -> None:
+        modal.save_pretrained(folder)
+        try:
+            AutoTokenizer.from_pretrained(location).save_pretrained(folder)
+        except (OSError, ValueError):
+            pass  # a model folder without tokenizer files
+        (folder / "distill_report.json").write_text(json.dumps(
+            {"state_size": report.state_size, "relative_l2_error": report.relative_l2_error,
+             "hankel_singular_values": report.hankel_singular_values}, indent=2))
+
+    write_folder(args.output_dir, write, overwrite=args.overwrite, inputs=local_input)
     for layer, err in report.relative_l2_error.items():
         sv = report.hankel_singular_values[layer]
         print(f"layer {layer}: relative L2 filter error {err:.3e}; normalised Hankel singular values "
@@ -233,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("output_dir")
     dist.add_argument("--state-size", type=int, default=16)
     dist.add_argument("--refine-steps", type=int, default=0, help="Adam steps refining poles and residues")
+    dist.add_argument("--overwrite", action="store_true", help="replace an earlier hyena-hf output in OUTPUT_DIR")
     dist.set_defaults(func=cmd_distill)
 
     ev = sub.add_parser("eval", help="lm-evaluation-harness (default: the SuperGLUE set)")

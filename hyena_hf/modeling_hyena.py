@@ -622,6 +622,26 @@ class HyenaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["HyenaBlock"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # Keys a task head may legitimately lack in a checkpoint of another head (initialised fresh, as transformers does).
+    _new_head_prefixes = ("lm_head.", "score.")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, plus two refusals: a backbone weight missing from the checkpoint (a config that does
+        not match the weights, e.g. another ``filter_type``, would otherwise leave randomly initialised mixers behind
+        a load-report warning) and weights holding NaN/inf (a damaged file)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        fresh = sorted(k for k in info["missing_keys"] if not k.startswith(cls._new_head_prefixes))
+        if fresh:
+            shown = ", ".join(fresh[:3]) + (f" and {len(fresh) - 3} more" if len(fresh) > 3 else "")
+            raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint has no weights for {shown}; its config "
+                             "does not describe these weights (filter_type, hyena_order, attn_layer_idx?)")
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{pretrained_model_name_or_path}: weight {name} holds NaN or infinite values "
+                                 "(a damaged or corrupted file)")
+        return (model, info) if want_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -723,9 +743,11 @@ class HyenaModel(HyenaPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
-            if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+            _check_input_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.embeddings(input_ids)
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(f"inputs_embeds must have shape (batch, seq_len, {self.config.hidden_size}), got "
+                             f"{tuple(inputs_embeds.shape)}")
         bsz, seqlen = inputs_embeds.shape[:2]
         if use_cache and past_key_values is None:
             past_key_values = HyenaCache(self.config)
@@ -743,7 +765,12 @@ class HyenaModel(HyenaPreTrainedModel):
             else:
                 position_ids = torch.arange(past, total, device=inputs_embeds.device)[None].expand(bsz, -1)
 
-        padding_mask = _padding_mask(None if attention_mask is None else attention_mask[:, past:], inputs_embeds.dtype)
+        if bsz == 0 or seqlen == 0:  # nothing to mix: empty outputs, the cache as it was
+            return self._empty_output(inputs_embeds, past_key_values, output_hidden_states, return_dict)
+        new_mask = None if attention_mask is None else attention_mask[:, past:]
+        if new_mask is not None:  # padded positions are selected away, not multiplied (NaN * 0 is NaN)
+            inputs_embeds = inputs_embeds.masked_fill(~new_mask.bool()[..., None], 0.0)
+        padding_mask = _padding_mask(new_mask, inputs_embeds.dtype)
         attn_bias = None
         if self.config.attn_layer_idx:
             attn_bias = _attention_bias(attention_mask, seqlen, total, inputs_embeds.device)
@@ -766,6 +793,29 @@ class HyenaModel(HyenaPreTrainedModel):
             return tuple(v for v in (hidden_states, past_key_values, all_hidden_states) if v is not None)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
                                        hidden_states=all_hidden_states)
+
+
+    def _empty_output(self, inputs_embeds, past_key_values, output_hidden_states, return_dict):
+        hidden_states = self.norm_f(inputs_embeds.to(self.norm_f.weight.dtype))
+        all_hidden_states = (hidden_states,) * (len(self.layers) + 1) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (hidden_states, past_key_values, all_hidden_states) if v is not None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
+                                       hidden_states=all_hidden_states)
+
+
+def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
+    """Shape, dtype and range of token ids, with a one-line error (an embedding lookup would fail with a bare
+    IndexError, or silently read the padding rows beyond vocab_size)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.numel() and not torch.compiler.is_compiling():
+        low, high = (int(v) for v in input_ids.aminmax())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"input_ids must be token ids in [0, vocab_size={vocab_size}), got values from {low} "
+                             f"to {high}")
 
 
 class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
@@ -798,6 +848,9 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
                                       inputs_embeds=None, **kwargs):
         if inputs_embeds is not None:
             raise ValueError("generate() from inputs_embeds is not supported by Hyena models; pass input_ids")
+        if input_ids.shape[1] == 0:
+            raise ValueError("generate() needs a prompt of at least one token, got input_ids of length 0 (start from "
+                             "a BOS token, e.g. tokenizer.bos_token_id)")
         # With a cache only the tokens it has not seen are fed; without one, the whole sequence every step.
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             input_ids = input_ids[:, past_key_values.get_seq_length():]
@@ -833,6 +886,12 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states.to(self.lm_head.weight.dtype))[..., : self.config.vocab_size]
         loss = None
         if labels is not None:
+            if kwargs.get("num_items_in_batch") is None:
+                # The mean over target tokens as sum / count: the same value, but 0 (not NaN) when every label is
+                # ignored. Trainer passes the count of the whole accumulated batch itself.
+                targets = kwargs.get("shift_labels")
+                targets = labels[..., 1:] if targets is None else targets
+                kwargs["num_items_in_batch"] = (targets != -100).sum().clamp(min=1)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
             output = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states) if v is not None)

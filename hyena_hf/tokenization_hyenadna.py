@@ -17,6 +17,28 @@ SPECIAL_TOKENS = ["[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[
 DNA_CHARACTERS = ["A", "C", "G", "T", "N"]
 
 
+def _read_vocab(vocab_file: str) -> dict[str, int]:
+    """``vocab.json``: token -> id, distinct non-negative integer ids, every special token present; else one line
+    naming the file and the fault."""
+    try:
+        with open(vocab_file, encoding="utf-8") as handle:
+            vocab = json.load(handle)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"tokenizer vocabulary {vocab_file} cannot be read: {str(exc).splitlines()[0]}") from None
+    if not isinstance(vocab, dict):
+        raise ValueError(f"tokenizer vocabulary {vocab_file} must map tokens to ids, got a {type(vocab).__name__}")
+    bad = [k for k, v in vocab.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+    if bad:
+        raise ValueError(f"tokenizer vocabulary {vocab_file}: token {bad[0]!r} has id {vocab[bad[0]]!r}, not a "
+                         "non-negative integer")
+    if len(set(vocab.values())) != len(vocab):
+        raise ValueError(f"tokenizer vocabulary {vocab_file} gives two tokens the same id")
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise ValueError(f"tokenizer vocabulary {vocab_file} lacks the special tokens {missing}")
+    return vocab
+
+
 class HyenaDNATokenizer(PreTrainedTokenizer):
     vocab_files_names = {"vocab_file": "vocab.json"}
     model_input_names = ["input_ids", "attention_mask"]
@@ -25,8 +47,7 @@ class HyenaDNATokenizer(PreTrainedTokenizer):
                  wrap_with_cls: bool = False, model_max_length: int = 1_000_002, padding_side: str = "left",
                  **kwargs):
         if vocab_file is not None:
-            with open(vocab_file, encoding="utf-8") as handle:
-                self._vocab = json.load(handle)
+            self._vocab = _read_vocab(vocab_file)
         else:
             chars = list(characters or DNA_CHARACTERS)
             self._vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + chars)}
