@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, distill
-from timing import median_seconds
+from timing import cpu_model, median_seconds
 
 
 @torch.no_grad()
@@ -115,7 +114,7 @@ def main() -> None:
     result = {"command": "python benchmarks/bench_generate.py " + " ".join(
                   f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                   for k, v in vars(args).items() if k != "out"),
-              "device": "cpu", "threads": args.threads, "machine": platform.processor() or platform.machine(),
+              "device": "cpu", "threads": args.threads, "machine": cpu_model(),
               "torch": torch.__version__, "hidden_size": args.hidden_size, "layers": args.layers,
               "rows": rows, "ratios": summary}
     out = Path(args.out)

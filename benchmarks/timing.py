@@ -52,3 +52,17 @@ def peak_memory_bytes(fn) -> int:
         live += event.self_cpu_memory_usage  # an op's own allocations; "[memory]" events carry frees between ops
         peak = max(peak, live)
     return peak
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for every benchmark JSON: machines differ between sessions."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

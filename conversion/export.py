@@ -102,12 +102,15 @@ def _tokenizer_for(family: str, config, tokenizer_path: str | None):
                       ".save_pretrained(OUTPUT_DIR)` on a machine with internet (or pass --tokenizer PATH)")
 
 
-def parity_against_reference(model, reference: Path) -> dict[str, float]:
-    """Max |logits - reference| for every ``input_ids*`` / ``logits*`` pair of a safetensors reference file."""
+def parity_against_reference(model, reference: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Every ``input_ids*`` / ``logits*`` pair of a safetensors reference file: the max |logits - reference| per pair,
+    and the relative L2 error and argmax agreement per pair (bounded per dtype by ``PARITY_BOUNDS``)."""
     from safetensors.torch import load_file
 
+    from hyena_hf.precision import logits_agreement
+
     tensors = load_file(str(reference))
-    figures = {}
+    max_abs, agreement = {}, {}
     vocab = model.config.vocab_size
     for key in sorted(k for k in tensors if k.startswith("input_ids")):
         suffix = key[len("input_ids"):]
@@ -116,10 +119,25 @@ def parity_against_reference(model, reference: Path) -> dict[str, float]:
             continue
         with torch.no_grad():
             logits = model(tensors[key].to(model.device)).logits.float().cpu()
-        figures["logits" + suffix] = (logits - target[..., :vocab].float()).abs().max().item()
-    if not figures:
+        target = target[..., :vocab].float()
+        max_abs["logits" + suffix] = (logits - target).abs().max().item()
+        relative, argmax = logits_agreement(logits.flatten(0, -2), target.flatten(0, -2))
+        agreement["logits" + suffix] = {"relative_l2": relative, "argmax_agreement": argmax}
+    if not max_abs:
         raise ConversionError(f"reference {reference} holds no input_ids*/logits* pairs")
-    return figures
+    return max_abs, agreement
+
+
+def check_parity_bounds(agreement: dict[str, dict[str, float]], dtype: torch.dtype) -> None:
+    """A conversion whose logits stray from the reference beyond what ``dtype`` allows must not look successful."""
+    from hyena_hf.precision import PARITY_BOUNDS
+
+    max_relative, min_argmax = PARITY_BOUNDS[dtype]
+    for name, figures in agreement.items():
+        if figures["relative_l2"] > max_relative or figures["argmax_agreement"] < min_argmax:
+            raise ConversionError(f"parity check failed for {name} in {str(dtype).replace('torch.', '')}: relative L2 "
+                                  f"error {figures['relative_l2']:.2e} (bound {max_relative:.0e}), argmax agreement "
+                                  f"{figures['argmax_agreement']:.1%} (bound {min_argmax:.0%}); nothing was written")
 
 
 def _model_card(info: dict) -> str:
@@ -133,8 +151,10 @@ def _model_card(info: dict) -> str:
     lines += [f"| format | {info['format']} |", f"| dtype | {info['dtype']} |",
               f"| modulation shift | {info['modulation_shift']} |", ""]
     if info.get("parity"):
-        lines += ["## Parity with the reference", "", "| tensor | max abs diff |", "|---|---|"]
-        lines += [f"| {k} | {v:.3e} |" for k, v in info["parity"].items()]
+        lines += ["## Parity with the reference", "",
+                  "| tensor | max abs diff | relative L2 error | argmax agreement |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v:.3e} | {info['parity_agreement'][k]['relative_l2']:.2e} | "
+                  f"{info['parity_agreement'][k]['argmax_agreement']:.1%} |" for k, v in info["parity"].items()]
         lines.append("")
     lines += ["```python", "import hyena_hf", "from transformers import AutoModelForCausalLM",
               "model = AutoModelForCausalLM.from_pretrained(PATH)", "```", ""]
@@ -191,7 +211,8 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
                 "dtype": dtype, "modulation_shift": model.config.modulation_shift,
                 "original_config": str(config_file) if config_file else None, "preset": preset}
         if reference:
-            info["parity"] = parity_against_reference(model, Path(reference))
+            info["parity"], info["parity_agreement"] = parity_against_reference(model, Path(reference))
+            check_parity_bounds(info["parity_agreement"], DTYPES[dtype])
         steps.update()
 
         steps.set_postfix_str("save")

@@ -117,7 +117,9 @@ def cmd_convert(args) -> None:
                              overwrite=args.overwrite, max_shard_size=args.max_shard_size)
     print(f"converted {info['source']} ({info['format']}, sha256 {info['sha256'][:12]}) -> {args.output_dir}")
     for name, diff in (info.get("parity") or {}).items():
-        print(f"  parity {name}: max abs diff {diff:.3e}")
+        figures = info["parity_agreement"][name]
+        print(f"  parity {name}: max abs diff {diff:.3e}, relative L2 {figures['relative_l2']:.2e}, "
+              f"argmax agreement {figures['argmax_agreement']:.1%} (within the {args.dtype} bounds)")
     if info.get("tokenizer_note"):
         print(f"  note: {info['tokenizer_note']}")
 

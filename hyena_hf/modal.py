@@ -18,18 +18,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .precision import KeepsFloat32
 
-class ModalFilter(nn.Module):
-    """``channels`` filters with ``state_size`` complex modes each; poles/residues stored as fp32 real views."""
+
+class ModalFilter(KeepsFloat32):
+    """``channels`` filters with ``state_size`` complex modes each; poles/residues stored as real views, kept in float32
+    in a half-precision model (see :mod:`hyena_hf.precision`)."""
 
     def __init__(self, config, channels: int):
         super().__init__()
         self.config = config
         self.channels = channels
         n = config.modal_state_size
-        self.poles = nn.Parameter(torch.zeros(channels, n, 2, dtype=torch.float32))
-        self.residues = nn.Parameter(torch.zeros(channels, n, 2, dtype=torch.float32))
-        self.D = nn.Parameter(torch.zeros(channels))
+        dtype = torch.promote_types(torch.get_default_dtype(), torch.float32)
+        self.poles = nn.Parameter(torch.zeros(channels, n, 2, dtype=dtype))
+        self.residues = nn.Parameter(torch.zeros(channels, n, 2, dtype=dtype))
+        self.D = nn.Parameter(torch.zeros(channels, dtype=dtype))
 
     def complex_poles_residues(self) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = torch.promote_types(self.poles.dtype, torch.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,8 @@ from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
 from .modal import ModalFilter, decayed_sum
 from .ops import compute_dtype, long_conv, long_conv_torch, needs_autograd, resolve_impl
+from .precision import (FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype,
+                        half_precision_filter_tensors, no_autocast)
 
 
 def _padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -155,21 +158,28 @@ def short_conv_last_output(conv: nn.Conv1d, window: torch.Tensor) -> torch.Tenso
 # Implicit (Hyena) filter
 # ----------------------------------------------------------------------------------------------------------------------
 def hyena_positional_embedding(seq_len: int, emb_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hyena's filter input: normalised time t in [0, 1] plus (emb_dim-1)/2 complex-exponential bands (Re, Im)."""
-    t = torch.linspace(0, 1, seq_len)[None, :, None]
+    """Hyena's filter input: normalised time t in [0, 1] plus (emb_dim-1)/2 complex-exponential bands (Re, Im);
+    float32 whatever the default dtype (its high bands are meaningless in half precision)."""
+    dtype = torch.promote_types(torch.get_default_dtype(), torch.float32)
+    t = torch.linspace(0, 1, seq_len, dtype=dtype)[None, :, None]
     bands = (emb_dim - 1) // 2
-    t_rescaled = torch.linspace(0, seq_len - 1, seq_len)[None, :, None]
+    t_rescaled = torch.linspace(0, seq_len - 1, seq_len, dtype=dtype)[None, :, None]
     w = 2 * math.pi * t_rescaled / seq_len
-    f = torch.linspace(1e-4, bands - 1, bands)[None, None]
+    f = torch.linspace(1e-4, bands - 1, bands, dtype=dtype)[None, None]
     z = torch.exp(-1j * f * w)
     return torch.cat([t, z.real, z.imag], dim=-1), t
 
 
-class HyenaImplicitFilter(nn.Module):
-    """h[t] = modulation(t) * MLP_sin(z[t]); one MLP produces the filters of every order step (channels interleaved)."""
+class HyenaImplicitFilter(KeepsFloat32):
+    """h[t] = modulation(t) * MLP_sin(z[t]); one MLP produces the filters of every order step (channels interleaved).
+    Its parameters and buffers stay in float32 in a half-precision model (see :mod:`hyena_hf.precision`)."""
 
     def __init__(self, config: HyenaConfig, channels: int):
         super().__init__()
+        with float32_default_dtype():
+            self._build(config, channels)
+
+    def _build(self, config: HyenaConfig, channels: int) -> None:
         self.config = config
         self.channels = channels
         z, t = hyena_positional_embedding(config.max_position_embeddings, config.filter_emb_dim)
@@ -254,7 +264,8 @@ class HyenaOperator(nn.Module):
         """Filters (order-1, d, L) and skips (order-1, d), None when the skip is off; the filter's channels are laid
         out as (d, order-1)."""
         d, n = self.config.hidden_size, self.config.hyena_order - 1
-        h, skip = self.filter(seqlen, return_skip=True)
+        with no_autocast():
+            h, skip = self.filter(seqlen, return_skip=True)
         h = h.view(d, n, seqlen).transpose(0, 1)  # (d*n, L) -> (n, d, L)
         return h, skip.view(d, n).t() if self.config.filter_use_bias else None
 
@@ -386,8 +397,11 @@ class HyenaOperator(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------------
 # H3
 # ----------------------------------------------------------------------------------------------------------------------
-class H3Mixer(nn.Module):
-    """H3: q, k, v projections; k through a shift SSM (FIR) with skip; k*v through a diagonal S4D SSM; gate by q."""
+class H3Mixer(KeepsFloat32):
+    """H3: q, k, v projections; k through a shift SSM (FIR) with skip; k*v through a diagonal S4D SSM; gate by q.
+    The SSM parameters stay in float32 in a half-precision model; the projections take the model's dtype."""
+
+    float32_children = False
 
     def __init__(self, config: HyenaConfig, layer_idx: int):
         super().__init__()
@@ -398,6 +412,10 @@ class H3Mixer(nn.Module):
         self.k_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
+        with float32_default_dtype():
+            self._build_ssm(d, n)
+
+    def _build_ssm(self, d: int, n: int) -> None:
         # Shift SSM: kernel = correlation of B and C (an FIR filter of length n).
         self.shift_B = nn.Parameter(torch.zeros(d, n))
         self.shift_C = nn.Parameter(torch.randn(d, n))
@@ -446,8 +464,10 @@ class H3Mixer(nn.Module):
         k = linear_channels_first(self.k_proj, hidden_states)
         v = linear_channels_first(self.v_proj, hidden_states)
         impl = self.config.long_conv_impl
-        kv = long_conv(k, self.shift_kernel(seqlen), self.shift_D, padding_mask, v, impl=impl)
-        y = long_conv(kv, self.ssm_kernel(seqlen), self.D, padding_mask, q, impl=impl)
+        with no_autocast():
+            shift_kernel, ssm_kernel = self.shift_kernel(seqlen), self.ssm_kernel(seqlen)
+        kv = long_conv(k, shift_kernel, self.shift_D, padding_mask, v, impl=impl)
+        y = long_conv(kv, ssm_kernel, self.D, padding_mask, q, impl=impl)
         if state is not None:
             self._prefill_state(k, kv, padding_mask, state)
         return self.out_proj(y.transpose(1, 2))
@@ -486,8 +506,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-class HyenaAttention(nn.Module):
-    """Causal multi-head attention with a fused qkv projection and optional (non-interleaved) rotary embedding."""
+class HyenaAttention(KeepsFloat32):
+    """Causal multi-head attention with a fused qkv projection and optional (non-interleaved) rotary embedding. The
+    rotary frequencies stay in float32 in a half-precision model (positions beyond 256 are not integers in bf16)."""
+
+    float32_children = False
 
     def __init__(self, config: HyenaConfig, layer_idx: int):
         super().__init__()
@@ -622,6 +645,8 @@ class HyenaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["HyenaBlock"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # Tensors that define long filters load in float32 whatever dtype is asked for (see hyena_hf.precision).
+    _keep_in_fp32_modules_strict = FLOAT32_PARAMETER_PATTERNS
     # Keys a task head may legitimately lack in a checkpoint of another head (initialised fresh, as transformers does).
     _new_head_prefixes = ("lm_head.", "score.")
 
@@ -641,6 +666,12 @@ class HyenaPreTrainedModel(PreTrainedModel):
             if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"{pretrained_model_name_or_path}: weight {name} holds NaN or infinite values "
                                  "(a damaged or corrupted file)")
+        rounded = half_precision_filter_tensors(pretrained_model_name_or_path)
+        if rounded:
+            warnings.warn(f"{pretrained_model_name_or_path} stores {len(rounded)} long-filter tensors in half precision "
+                          f"({rounded[0]}, ...): they are used in float32, but their rounding cannot be undone and can "
+                          "change the outputs completely; re-save or re-convert the model from float32 weights",
+                          stacklevel=2)
         return (model, info) if want_info else model
 
     @torch.no_grad()

@@ -8,8 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never touch the network
-# Triton kernels run on the CPU through its interpreter; must be set before triton.jit decorators run.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# The device the model tests run on: HYENA_TEST_DEVICE=cuda runs them on a GPU (Triton with the real compiler there);
+# on CPU the Triton kernels run through its interpreter, which must be set before triton.jit decorators run.
+TEST_DEVICE = torch.device(os.environ.get("HYENA_TEST_DEVICE", "cpu"))
+if TEST_DEVICE.type == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import hyena_hf  # noqa: F401  (registers the Auto classes)
 from hyena_hf import HyenaConfig, HyenaForCausalLM
@@ -65,6 +68,14 @@ VARIANTS = {
     "h3_attn": dict(filter_type="h3", ssm_state_size=8, attn_layer_idx=[0], num_attention_heads=2),
     "modal3": dict(filter_type="modal", hyena_order=3, modal_state_size=6),
 }
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """Where model tests build their models and tensors (HYENA_TEST_DEVICE, default cpu)."""
+    if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("HYENA_TEST_DEVICE=cuda but torch sees no CUDA device")
+    return TEST_DEVICE
 
 
 @pytest.fixture(params=sorted(VARIANTS))

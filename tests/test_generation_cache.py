@@ -5,11 +5,15 @@ import torch
 
 from hyena_hf.cache_hyena import H3State, HyenaCache, HyenaConvState
 from transformers.cache_utils import DynamicLayer
-from conftest import VARIANTS, fixture_tensors, load_fixture_model, tiny_model
+from conftest import TEST_DEVICE, VARIANTS, fixture_tensors, load_fixture_model, tiny_model
 
 
 def _ids(bsz, seqlen, seed=0):
-    return torch.randint(1, 50, (bsz, seqlen), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(1, 50, (bsz, seqlen), generator=torch.Generator().manual_seed(seed)).to(TEST_DEVICE)
+
+
+def _on_device(tensors: dict) -> dict:
+    return {k: v.to(TEST_DEVICE) for k, v in tensors.items()}
 
 
 def _stepwise_logits(model, ids, prefill, attention_mask=None):
@@ -26,8 +30,8 @@ def _stepwise_logits(model, ids, prefill, attention_mask=None):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
-def test_prefill_plus_steps_equals_full_forward(variant, dtype, atol):
-    model = tiny_model(**VARIANTS[variant]).to(dtype)
+def test_prefill_plus_steps_equals_full_forward(variant, dtype, atol, device):
+    model = tiny_model(**VARIANTS[variant]).to(device).to(dtype)
     ids = _ids(2, 30)
     with torch.no_grad():
         full = model(ids).logits
@@ -38,8 +42,8 @@ def test_prefill_plus_steps_equals_full_forward(variant, dtype, atol):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_cached_steps_with_left_padding(variant):
-    model = tiny_model(**VARIANTS[variant]).to(torch.float64)
+def test_cached_steps_with_left_padding(variant, device):
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
     ids = _ids(2, 24, seed=4)
     mask = torch.ones_like(ids)
     mask[1, :6] = 0
@@ -51,8 +55,8 @@ def test_cached_steps_with_left_padding(variant):
     assert (stepped[1, 6:] - alone[0]).abs().max() < 1e-9
 
 
-def test_multi_token_continuation_of_a_cache():
-    model = tiny_model(**VARIANTS["hyena3_attn_rotary"]).to(torch.float64)
+def test_multi_token_continuation_of_a_cache(device):
+    model = tiny_model(**VARIANTS["hyena3_attn_rotary"]).to(device).to(torch.float64)
     ids = _ids(1, 20)
     with torch.no_grad():
         full = model(ids).logits
@@ -62,8 +66,8 @@ def test_multi_token_continuation_of_a_cache():
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_generate_with_and_without_cache_agree(variant):
-    model = tiny_model(**VARIANTS[variant]).to(torch.float64)
+def test_generate_with_and_without_cache_agree(variant, device):
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
     prompt = _ids(2, 7, seed=9)
     common = dict(max_new_tokens=12, pad_token_id=0)
     greedy = model.generate(prompt, do_sample=False, use_cache=True, **common)
@@ -76,8 +80,8 @@ def test_generate_with_and_without_cache_agree(variant):
     assert torch.equal(sampled, model.generate(prompt, do_sample=True, top_k=10, use_cache=False, **common))
 
 
-def test_eos_stops_generation():
-    model = tiny_model().to(torch.float64)
+def test_eos_stops_generation(device):
+    model = tiny_model().to(device).to(torch.float64)
     prompt = _ids(1, 5)
     free = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
     new = free[0, 5:].tolist()
@@ -86,9 +90,9 @@ def test_eos_stops_generation():
     assert stopped[0, 5:].tolist() == new[: new.index(eos) + 1]
 
 
-def test_safari_fixture_greedy_ids_with_cache():
-    model = load_fixture_model("safari_hyena_lm")
-    tensors = fixture_tensors("safari_hyena_lm")
+def test_safari_fixture_greedy_ids_with_cache(device):
+    model = load_fixture_model("safari_hyena_lm").to(device)
+    tensors = _on_device(fixture_tensors("safari_hyena_lm"))
     out = model.generate(tensors["gen_prompt"], max_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0)
     assert torch.equal(out, tensors["gen_ids"])
     with torch.no_grad():
@@ -96,10 +100,10 @@ def test_safari_fixture_greedy_ids_with_cache():
     assert (stepped[0, 11:] - tensors["gen_step_logits"][:, :100]).abs().max() < 1e-3
 
 
-def test_h3_fixture_recurrent_decoding_matches_original_step():
+def test_h3_fixture_recurrent_decoding_matches_original_step(device):
     """The original H3.step decode: same tokens, and the same per-step logits."""
-    model = load_fixture_model("h3_lm")
-    tensors = fixture_tensors("h3_lm")
+    model = load_fixture_model("h3_lm").to(device)
+    tensors = _on_device(fixture_tensors("h3_lm"))
     prompt = tensors["gen_prompt"]  # contains token 0: give the mask explicitly, 0 is not padding here
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
                          use_cache=True, pad_token_id=0)
@@ -109,10 +113,10 @@ def test_h3_fixture_recurrent_decoding_matches_original_step():
     assert (stepped[:, 11:] - tensors["gen_step_logits_recurrent"][..., :100]).abs().max() < 1e-4
 
 
-def test_cache_memory_is_what_the_docs_state():
+def test_cache_memory_is_what_the_docs_state(device):
     config_kw = dict(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4, num_hidden_layers=3)
-    model = tiny_model(**config_kw)
-    h3 = tiny_model(filter_type="h3", ssm_state_size=8)
+    model = tiny_model(**config_kw).to(device)
+    h3 = tiny_model(filter_type="h3", ssm_state_size=8).to(device)
     ids = _ids(2, 13)
     with torch.no_grad():
         cache = model(ids, use_cache=True).past_key_values
@@ -130,18 +134,18 @@ def test_cache_memory_is_what_the_docs_state():
     assert isinstance(cache, HyenaCache) and cache.get_seq_length() == 13
 
 
-def test_cached_decoding_respects_the_length_limit():
-    model = tiny_model()
+def test_cached_decoding_respects_the_length_limit(device):
+    model = tiny_model().to(device)
     with torch.no_grad():
         cache = model(_ids(1, 64), use_cache=True).past_key_values
         with pytest.raises(ValueError, match="exceeds max_position_embeddings=64"):
             model(_ids(1, 1), past_key_values=cache)
 
 
-def test_exact_cache_evaluates_filters_only_as_far_as_the_text_goes():
+def test_exact_cache_evaluates_filters_only_as_far_as_the_text_goes(device):
     """A forward with a cache must not evaluate the implicit filters at max_position_embeddings (1M for HyenaDNA-1M):
     they are computed for the prompt and grow by doubling while decoding; decoding stays exact (test above)."""
-    model = tiny_model(max_position_embeddings=4096)
+    model = tiny_model(max_position_embeddings=4096).to(device)
     with torch.no_grad():
         out = model(_ids(1, 5), use_cache=True)
         state = out.past_key_values.layers[0]
@@ -152,10 +156,10 @@ def test_exact_cache_evaluates_filters_only_as_far_as_the_text_goes():
     assert 16 <= state.step_params[0].shape[-1] <= 32
 
 
-def test_decoding_calls_a_hooked_short_filter_as_a_module():
+def test_decoding_calls_a_hooked_short_filter_as_a_module(device):
     """A plain short filter is computed inline when decoding; a hooked one (offload, adapters) must still be called,
     and both give the full forward's logits."""
-    model = tiny_model()
+    model = tiny_model().to(device)
     ids = _ids(1, 12)
     calls = []
     with torch.no_grad():

@@ -20,10 +20,10 @@ def _batches(name):
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["prefill", "no_cache"])
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_logits_match_original_fp32_and_fp64(name, use_cache):
+def test_logits_match_original_fp32_and_fp64(name, use_cache, device):
     """Both inference paths: with a cache (prefill) and without (the channel-blocked CPU path)."""
-    model = load_fixture_model(name)
-    tensors = fixture_tensors(name)
+    model = load_fixture_model(name).to(device)
+    tensors = {k: v.to(device) for k, v in fixture_tensors(name).items()}
     vocab = model.config.vocab_size
     assert len(_batches(name)) >= 3
     for ids_key, logits_key in _batches(name):
@@ -41,9 +41,9 @@ def test_logits_match_original_fp32_and_fp64(name, use_cache):
         assert diff64 <= FP64_ATOL[name], (ids_key, diff64)
 
 
-def test_safari_greedy_generation_reproduces_gen_ids():
-    model = load_fixture_model("safari_hyena_lm")
-    tensors = fixture_tensors("safari_hyena_lm")
+def test_safari_greedy_generation_reproduces_gen_ids(device):
+    model = load_fixture_model("safari_hyena_lm").to(device)
+    tensors = {k: v.to(device) for k, v in fixture_tensors("safari_hyena_lm").items()}
     out = model.generate(tensors["gen_prompt"], max_new_tokens=16, do_sample=False, pad_token_id=0)
     assert torch.equal(out, tensors["gen_ids"])
     # and the per-step logits of the original's recomputed forward
@@ -53,14 +53,14 @@ def test_safari_greedy_generation_reproduces_gen_ids():
 
 
 @pytest.mark.parametrize("name", ["hyenadna_lm", "hyenadna_lm_ckpt_layers"])
-def test_hyenadna_hidden_states_and_standalone_shift(name):
-    tensors = fixture_tensors(name)
-    model = load_fixture_model(name)
+def test_hyenadna_hidden_states_and_standalone_shift(name, device):
+    tensors = {k: v.to(device) for k, v in fixture_tensors(name).items()}
+    model = load_fixture_model(name).to(device)
     assert model.config.modulation_shift == 0.0  # the behaviour the weights were trained with
     with torch.no_grad():
         hidden = model.backbone(tensors["input_ids"]).last_hidden_state
     assert (hidden - tensors["hidden_states"]).abs().max() < 1e-3
-    standalone = load_fixture_model(name, modulation_shift=0.05)
+    standalone = load_fixture_model(name, modulation_shift=0.05).to(device)
     with torch.no_grad():
         hidden_sa = standalone.backbone(tensors["input_ids"]).last_hidden_state
     assert (hidden_sa - tensors["hidden_states_standalone"]).abs().max() < 1e-3
@@ -68,19 +68,19 @@ def test_hyenadna_hidden_states_and_standalone_shift(name):
     assert (tensors["hidden_states"] - tensors["hidden_states_standalone"]).abs().max() > 0.1
 
 
-def test_h3_parallel_forward_matches_original_step_logits():
-    model = load_fixture_model("h3_lm")
-    tensors = fixture_tensors("h3_lm")
+def test_h3_parallel_forward_matches_original_step_logits(device):
+    model = load_fixture_model("h3_lm").to(device)
+    tensors = {k: v.to(device) for k, v in fixture_tensors("h3_lm").items()}
     ids = tensors["gen_ids_recurrent"][:, :-1]
     with torch.no_grad():
         logits = model(ids).logits[:, 11:]
     assert (logits - tensors["gen_step_logits_parallel"][..., :100]).abs().max() < 1e-4
 
 
-def test_porting_mistakes_are_detected():
+def test_porting_mistakes_are_detected(device):
     """The fixtures discriminate: flipping modulate or the shift moves the logits far beyond the tolerance."""
-    tensors = fixture_tensors("safari_hyena_lm")
-    model = load_fixture_model("safari_hyena_lm")
+    tensors = {k: v.to(device) for k, v in fixture_tensors("safari_hyena_lm").items()}
+    model = load_fixture_model("safari_hyena_lm").to(device)
     model.config.modulation_shift = 0.05
     with torch.no_grad():
         logits = model(tensors["input_ids"]).logits

@@ -1,0 +1,90 @@
+"""Half-precision accuracy of every golden fixture: logits of the model in bfloat16 / float16 against the same model in
+float32 (relative L2 error, argmax agreement), for each route a user takes to a half-precision model.
+
+    python benchmarks/half_precision_report.py [--output benchmarks/results/half_precision_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from conftest import CHECKPOINT_FILES, fixture_tensors, load_fixture_model  # noqa: E402
+
+from hyena_hf.precision import logits_agreement  # noqa: E402
+from timing import cpu_model  # noqa: E402
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _routes(name: str, dtype: torch.dtype, folder: Path):
+    """(route, model) pairs: each way a user reaches a half-precision model."""
+    from transformers import AutoModelForCausalLM
+
+    yield ".to(dtype)", load_fixture_model(name).to(dtype)
+    yield "from_pretrained(dtype=)", AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    half_folder = folder.parent / f"{folder.name}-{dtype}"
+    if not half_folder.exists():
+        load_fixture_model(name).to(dtype).save_pretrained(half_folder)
+    yield "saved in half, dtype='auto'", AutoModelForCausalLM.from_pretrained(half_folder, dtype="auto")
+
+
+def _routes_or_errors(name, dtype, folder):
+    routes = _routes(name, dtype, folder)
+    labels = iter([".to(dtype)", "from_pretrained(dtype=)", "saved in half, dtype='auto'"])
+    while True:
+        label = next(labels, None)
+        try:
+            yield next(routes)
+        except StopIteration:
+            return
+        except Exception as exc:  # the "before" state: some routes fail outright
+            yield label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+            return
+
+
+def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(CHECKPOINT_FILES):
+            reference_model = load_fixture_model(name)
+            folder = Path(tmp) / name
+            reference_model.save_pretrained(folder)
+            ids = [v for k, v in sorted(fixture_tensors(name).items()) if k.startswith("input_ids")]
+            with torch.no_grad():
+                reference = [reference_model(x).logits for x in ids]
+            for dtype_name, dtype in DTYPES.items():
+                for route, model in _routes_or_errors(name, dtype, folder):
+                    if isinstance(model, str):
+                        rows.append({"fixture": name, "dtype": dtype_name, "route": route, "error": model})
+                        print(f"{name:28s} {dtype_name:9s} {route:28s} error: {model}")
+                        continue
+                    with torch.no_grad():
+                        logits = [model.eval()(x).logits for x in ids]
+                    rel, agree = logits_agreement(torch.cat([x.flatten(0, 1) for x in logits]),
+                                                  torch.cat([x.flatten(0, 1) for x in reference]))
+                    rows.append({"fixture": name, "dtype": dtype_name, "route": route, "relative_l2": rel,
+                                 "argmax_agreement": agree})
+                    print(f"{name:28s} {dtype_name:9s} {route:28s} rel L2 {rel:.2e}  argmax {agree:.1%}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({"cpu": cpu_model(),
+                                                 "torch": torch.__version__, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
