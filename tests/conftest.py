@@ -79,5 +79,5 @@ def device() -> torch.device:
 
 
 @pytest.fixture(params=sorted(VARIANTS))
-def variant_model(request):
-    return tiny_model(**VARIANTS[request.param])
+def variant_model(request, device):
+    return tiny_model(**VARIANTS[request.param]).to(device)

@@ -465,46 +465,46 @@ def test_sequence_classification_head_may_be_new(tmp_path):
 # 8. Model inputs
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(1, 0), (0, 5), (0, 0)])
-def test_empty_inputs_give_empty_outputs(variant_model, shape):
-    ids = torch.zeros(shape, dtype=torch.long)
+def test_empty_inputs_give_empty_outputs(variant_model, shape, device):
+    ids = torch.zeros(shape, dtype=torch.long, device=device)
     out = variant_model(ids, output_hidden_states=True)
     assert out.logits.shape == (*shape, variant_model.config.vocab_size)
     assert len(out.hidden_states) == variant_model.config.num_hidden_layers + 1
 
 
-def test_generate_with_an_empty_prompt_is_a_clear_error():
-    model = tiny_model()
+def test_generate_with_an_empty_prompt_is_a_clear_error(device):
+    model = tiny_model().to(device)
     with pytest.raises(ValueError, match="at least one token"):
-        model.generate(torch.zeros(1, 0, dtype=torch.long), max_new_tokens=2)
+        model.generate(torch.zeros(1, 0, dtype=torch.long, device=device), max_new_tokens=2)
 
 
 @pytest.mark.parametrize("bad", [50, 55, 1000, -1])
-def test_token_ids_outside_the_vocabulary_are_refused(bad):
-    model = tiny_model()  # vocab_size 50, embedding padded to 56 rows
-    ids = torch.tensor([[1, 2, bad]])
+def test_token_ids_outside_the_vocabulary_are_refused(bad, device):
+    model = tiny_model().to(device)  # vocab_size 50, embedding padded to 56 rows
+    ids = torch.tensor([[1, 2, bad]], device=device)
     with pytest.raises(ValueError, match=r"input_ids must be token ids in \[0, vocab_size=50\)"):
         model(ids)
 
 
-def test_all_ignored_labels_give_zero_loss_not_nan():
-    model = tiny_model()
-    ids = torch.randint(0, 50, (2, 6))
-    out = model(ids, labels=torch.full((2, 6), -100))
+def test_all_ignored_labels_give_zero_loss_not_nan(device):
+    model = tiny_model().to(device)
+    ids = torch.randint(0, 50, (2, 6), device=device)
+    out = model(ids, labels=torch.full((2, 6), -100, device=device))
     assert out.loss.item() == 0.0
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     # where GPT-2's loss is defined (Trainer's count of the accumulated batch), it is the same
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).eval()
-    labels = torch.full((2, 6), -100)
-    count = torch.tensor(7)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).to(device).eval()
+    labels = torch.full((2, 6), -100, device=device)
+    count = torch.tensor(7, device=device)
     ours = model(ids, labels=labels, num_items_in_batch=count).loss
     theirs = gpt2(ids, labels=labels, num_items_in_batch=count).loss
     assert ours.item() == theirs.item() == 0.0
 
 
-def test_loss_equals_the_mean_cross_entropy():
-    model = tiny_model()
-    ids = torch.randint(0, 50, (2, 6))
+def test_loss_equals_the_mean_cross_entropy(device):
+    model = tiny_model().to(device)
+    ids = torch.randint(0, 50, (2, 6), device=device)
     labels = ids.clone()
     labels[0, :4] = -100
     out = model(ids, labels=labels)
@@ -512,10 +512,10 @@ def test_loss_equals_the_mean_cross_entropy():
     torch.testing.assert_close(out.loss, reference)
 
 
-def test_nan_in_a_padded_position_does_not_poison_the_row(variant_model):
+def test_nan_in_a_padded_position_does_not_poison_the_row(variant_model, device):
     torch.manual_seed(0)
-    embeds = torch.randn(2, 7, variant_model.config.hidden_size)
-    mask = torch.ones(2, 7, dtype=torch.long)
+    embeds = torch.randn(2, 7, variant_model.config.hidden_size, device=device)
+    mask = torch.ones(2, 7, dtype=torch.long, device=device)
     mask[0, :3] = 0  # left padding
     clean = variant_model(inputs_embeds=embeds.masked_fill(~mask.bool()[..., None], 0), attention_mask=mask).logits
     poisoned = embeds.clone()
@@ -525,8 +525,8 @@ def test_nan_in_a_padded_position_does_not_poison_the_row(variant_model):
     torch.testing.assert_close(logits[mask.bool()], clean[mask.bool()])
 
 
-def test_bad_inputs_embeds_shape_is_named():
+def test_bad_inputs_embeds_shape_is_named(device):
     with pytest.raises(ValueError, match=r"inputs_embeds must have shape \(batch, seq_len, 32\)"):
-        tiny_model()(inputs_embeds=torch.zeros(1, 3, 31))
+        tiny_model().to(device)(inputs_embeds=torch.zeros(1, 3, 31, device=device))
     with pytest.raises(ValueError, match="input_ids must hold integer token ids"):
-        tiny_model()(torch.zeros(1, 3))
+        tiny_model().to(device)(torch.zeros(1, 3, device=device))

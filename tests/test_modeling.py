@@ -5,12 +5,12 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel
-from conftest import VARIANTS, tiny_config, tiny_model
+from conftest import TEST_DEVICE, VARIANTS, tiny_config, tiny_model
 
 
 def _ids(bsz, seqlen, seed=0, vocab=50):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, vocab, (bsz, seqlen), generator=g)
+    return torch.randint(1, vocab, (bsz, seqlen), generator=g).to(TEST_DEVICE)
 
 
 def test_causality(variant_model):
@@ -36,7 +36,7 @@ def test_batch_equals_single(variant_model):
 def test_left_padding_equals_unpadded(variant_model):
     ids = _ids(2, 30)
     pad = 7
-    padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), ids[1:, : 30 - pad]], dim=1)
+    padded = torch.cat([torch.zeros(1, pad, dtype=torch.long, device=ids.device), ids[1:, : 30 - pad]], dim=1)
     batch = torch.cat([ids[:1], padded])
     mask = torch.ones_like(batch)
     mask[1, :pad] = 0
@@ -54,7 +54,7 @@ def test_left_padding_equals_unpadded(variant_model):
 def test_left_padded_batch_generation_equals_single(variant_model):
     ids = _ids(2, 12, seed=3)
     short = ids[1:, 4:]
-    batch = torch.cat([ids[:1], torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1)])
+    batch = torch.cat([ids[:1], torch.cat([torch.zeros(1, 4, dtype=torch.long, device=ids.device), short], 1)])
     mask = torch.ones_like(batch)
     mask[1, :4] = 0
     out = variant_model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
@@ -62,8 +62,8 @@ def test_left_padded_batch_generation_equals_single(variant_model):
     assert torch.equal(out[1, 4:], alone[0])
 
 
-def test_gradient_checkpointing_gives_same_gradients():
-    model = tiny_model(**VARIANTS["hyena3_attn_rotary"]).train()
+def test_gradient_checkpointing_gives_same_gradients(device):
+    model = tiny_model(**VARIANTS["hyena3_attn_rotary"]).to(device).train()
     ids = _ids(2, 24)
 
     def grads():
@@ -81,8 +81,8 @@ def test_gradient_checkpointing_gives_same_gradients():
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_save_load_round_trip_and_auto_classes(tmp_path, variant):
-    model = tiny_model(**VARIANTS[variant])
+def test_save_load_round_trip_and_auto_classes(tmp_path, variant, device):
+    model = tiny_model(**VARIANTS[variant]).to(device)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     assert AutoConfig.from_pretrained(tmp_path).model_type == "hyena"
@@ -98,8 +98,8 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, variant):
         assert torch.equal(base(ids).last_hidden_state, model.backbone(ids).last_hidden_state)
 
 
-def test_tied_weights_and_padded_vocab():
-    model = tiny_model(vocab_size=45)
+def test_tied_weights_and_padded_vocab(device):
+    model = tiny_model(vocab_size=45).to(device)
     assert model.backbone.embeddings.weight.shape[0] == 48
     assert model.lm_head.weight is model.backbone.embeddings.weight
     assert model(_ids(1, 5, vocab=45)).logits.shape[-1] == 45
@@ -107,8 +107,8 @@ def test_tied_weights_and_padded_vocab():
     assert untied.lm_head.weight is not untied.backbone.embeddings.weight
 
 
-def test_labels_loss_is_shifted_cross_entropy_ignoring_minus_100():
-    model = tiny_model()
+def test_labels_loss_is_shifted_cross_entropy_ignoring_minus_100(device):
+    model = tiny_model().to(device)
     ids = _ids(2, 16)
     labels = ids.clone()
     labels[0, :5] = -100
@@ -119,8 +119,8 @@ def test_labels_loss_is_shifted_cross_entropy_ignoring_minus_100():
     assert abs(out.loss.item() - expected.item()) < 1e-5
 
 
-def test_logits_to_keep():
-    model = tiny_model()
+def test_logits_to_keep(device):
+    model = tiny_model().to(device)
     ids = _ids(2, 16)
     with torch.no_grad():
         full = model(ids).logits
@@ -128,8 +128,8 @@ def test_logits_to_keep():
         assert torch.allclose(model(ids, num_logits_to_keep=3).logits, full[:, -3:], atol=1e-6)
 
 
-def test_float_dtypes_run_long_conv_in_float32():
-    model = tiny_model()
+def test_float_dtypes_run_long_conv_in_float32(device):
+    model = tiny_model().to(device)
     ids = _ids(1, 30)
     with torch.no_grad():
         ref = model(ids).logits
@@ -137,12 +137,12 @@ def test_float_dtypes_run_long_conv_in_float32():
     assert (bf16 - ref).abs().max() < 0.15 * ref.abs().max()
 
 
-def test_too_long_input_raises_clear_error():
-    model = tiny_model()
+def test_too_long_input_raises_clear_error(device):
+    model = tiny_model().to(device)
     with pytest.raises(ValueError, match="exceeds max_position_embeddings=64"):
         model(_ids(1, 65))
     # H3 has no filter length: longer inputs are fine
-    h3 = tiny_model(**VARIANTS["h3_attn"])
+    h3 = tiny_model(**VARIANTS["h3_attn"]).to(device)
     assert h3(_ids(1, 80)).logits.shape == (1, 80, 50)
 
 
@@ -186,12 +186,12 @@ def test_config_round_trip(tmp_path):
     assert loaded.to_dict() == config.to_dict()
 
 
-def test_sequence_classification_pools_last_real_token():
+def test_sequence_classification_pools_last_real_token(device):
     torch.manual_seed(0)
     config = tiny_config(num_labels=3)
-    model = HyenaForSequenceClassification(config).eval()
+    model = HyenaForSequenceClassification(config).to(device).eval()
     ids = _ids(2, 20)
-    padded = torch.cat([torch.zeros(1, 6, dtype=torch.long), ids[1:, :14]], 1)
+    padded = torch.cat([torch.zeros(1, 6, dtype=torch.long, device=device), ids[1:, :14]], 1)
     batch = torch.cat([ids[:1], padded])
     mask = (batch != 0).long()
     with torch.no_grad():
@@ -202,30 +202,32 @@ def test_sequence_classification_pools_last_real_token():
     assert (out.logits[1] - alone.logits[0]).abs().max() < 1e-5
     assert torch.allclose(out.logits[0], model.score(hidden[0, -1]), atol=1e-5)
     # pad_token_id pooling when no mask is given (right padding)
-    right = torch.cat([ids[1:, :14], torch.zeros(1, 6, dtype=torch.long)], 1)
+    right = torch.cat([ids[1:, :14], torch.zeros(1, 6, dtype=torch.long, device=device)], 1)
     with torch.no_grad():
         assert torch.allclose(model(right).logits[0], model(ids[1:, :14]).logits[0], atol=1e-5)
-    labels = torch.tensor([0, 2])
+    labels = torch.tensor([0, 2], device=device)
     loss = model(batch, attention_mask=mask, labels=labels).loss
     expected = torch.nn.functional.cross_entropy(out.logits, labels)
     assert abs(loss.item() - expected.item()) < 1e-5
     assert AutoModelForSequenceClassification.from_config(config).__class__ is HyenaForSequenceClassification
 
 
-def test_sequence_classification_regression_and_multilabel():
+def test_sequence_classification_regression_and_multilabel(device):
     torch.manual_seed(0)
     ids = _ids(2, 10)
-    reg = HyenaForSequenceClassification(tiny_config(num_labels=1)).eval()
-    out = reg(ids, labels=torch.tensor([0.5, -1.0]))
-    assert abs(out.loss.item() - torch.nn.functional.mse_loss(out.logits.squeeze(-1), torch.tensor([0.5, -1.0])).item()) < 1e-6
-    multi = HyenaForSequenceClassification(tiny_config(num_labels=3, problem_type="multi_label_classification")).eval()
-    target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    reg = HyenaForSequenceClassification(tiny_config(num_labels=1)).to(device).eval()
+    values = torch.tensor([0.5, -1.0], device=device)
+    out = reg(ids, labels=values)
+    assert abs(out.loss.item() - torch.nn.functional.mse_loss(out.logits.squeeze(-1), values).item()) < 1e-6
+    multi = HyenaForSequenceClassification(tiny_config(num_labels=3, problem_type="multi_label_classification"))
+    multi = multi.to(device).eval()
+    target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], device=device)
     out = multi(ids, labels=target)
     assert abs(out.loss.item() - torch.nn.functional.binary_cross_entropy_with_logits(out.logits, target).item()) < 1e-6
 
 
-def test_torch_compile_forward_matches_eager():
-    model = tiny_model()
+def test_torch_compile_forward_matches_eager(device):
+    model = tiny_model().to(device)
     ids = _ids(1, 24)
     with torch.no_grad():
         eager = model(ids).logits
@@ -233,8 +235,8 @@ def test_torch_compile_forward_matches_eager():
     assert torch.allclose(eager, compiled, atol=1e-5)
 
 
-def test_init_matches_original_scheme():
-    model = tiny_model()
+def test_init_matches_original_scheme(device):
+    model = tiny_model().to(device)
     cfg = model.config
     layer = model.backbone.layers[0]
     assert abs(layer.mixer.in_proj.weight.std().item() - cfg.initializer_range) < 0.005

@@ -10,7 +10,7 @@ from hyena_hf.kernels import (MAX_FUSED_LEN, fftconv_rows, fftconv_rows_multipas
                               filter_gradient_multipass, filter_spectrum, long_conv_backward, triton_long_conv)
 from hyena_hf.kernels import dft as kernel_dft, fftconv as kernel_fftconv, multipass as kernel_multipass  # noqa: E402
 from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
-from conftest import fixture_tensors, load_fixture_model  # noqa: E402
+from conftest import TEST_DEVICE, fixture_tensors, load_fixture_model  # noqa: E402
 from test_long_conv import naive  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
@@ -24,8 +24,8 @@ def _inputs(B, C, L, Lh=None, gated=True, skip=True, seed=0, dtype=torch.float32
     D = torch.randn(C, generator=g) if skip else None
     pre = torch.randn(B, C, L, generator=g) if gated else None
     post = torch.randn(B, C, L, generator=g) if gated else None
-    cast = lambda t: None if t is None else t.to(dtype)
-    return cast(v), h, cast(D), cast(pre), cast(post)
+    cast = lambda t: None if t is None else t.to(device=TEST_DEVICE, dtype=dtype)  # noqa: E731
+    return cast(v), h.to(TEST_DEVICE), cast(D), cast(pre), cast(post)
 
 
 def _reference64(v, h, D, pre, post):
@@ -79,7 +79,7 @@ def _grads(fn, args, dy):
 
 def _assert_gradients_match_float64(args, tol=1e-5):
     out = triton_long_conv(*args)
-    dy = torch.randn(out.shape, generator=torch.Generator().manual_seed(11)).to(out.dtype)
+    dy = torch.randn(out.shape, generator=torch.Generator().manual_seed(11)).to(out)
     _, got = _grads(triton_long_conv, args, dy)
     _, want = _grads(long_conv_torch, [None if t is None else t.double() for t in args], dy.double())
     names = [n for n, t in zip(["v", "h", "D", "pre", "post"], args) if t is not None]
@@ -160,7 +160,7 @@ def test_backward_writes_every_gradient_element(request, monkeypatch, multipass)
 
 
 def test_multipass_filter_gradient_sums_the_batch(multipass_everywhere):
-    g_src, u_src = torch.randn(3, 4, 50), torch.randn(3, 4, 50)
+    g_src, u_src = torch.randn(3, 4, 50, device=TEST_DEVICE), torch.randn(3, 4, 50, device=TEST_DEVICE)
     dh = filter_gradient_multipass(g_src, None, u_src, None)
     want = torch.stack([sum(torch.dot(g_src[b, c, j:].double(), u_src[b, c, :50 - j].double()) for b in range(3))
                         for c in range(4) for j in range(50)]).view(4, 50)
@@ -178,7 +178,7 @@ def test_custom_op_under_torch_compile(gated):
     torch._dynamo.reset()
     args = _case_inputs(2, 3, 50, 50, gated, gated, gated, seed=2)
     compiled = torch.compile(triton_long_conv, fullgraph=True, backend="aot_eager")
-    dy = torch.randn(2, 3, 50)
+    dy = torch.randn(2, 3, 50, device=TEST_DEVICE)
     out, grads = _grads(compiled, args, dy)
     want_out, want_grads = _grads(triton_long_conv, args, dy)
     assert torch.allclose(out, want_out, atol=1e-6)
@@ -188,8 +188,8 @@ def test_custom_op_under_torch_compile(gated):
 
 @pytest.mark.parametrize("name", ["safari_hyena_order3_attn", "h3_lm", "hyenadna_lm"])
 def test_model_logits_with_triton_equal_torch_path(name):
-    tensors = fixture_tensors(name)
-    model = load_fixture_model(name)
+    tensors = {k: v.to(TEST_DEVICE) for k, v in fixture_tensors(name).items()}
+    model = load_fixture_model(name).to(TEST_DEVICE)
     ids = tensors["input_ids_short"]
     with torch.no_grad():
         torch_logits = model(ids).logits
@@ -201,10 +201,10 @@ def test_model_logits_with_triton_equal_torch_path(name):
 
 @pytest.mark.parametrize("name", ["safari_hyena_order3_attn", "h3_lm"])
 def test_model_gradients_with_triton_equal_torch_path(name):
-    ids = fixture_tensors(name)["input_ids_short"]
+    ids = fixture_tensors(name)["input_ids_short"].to(TEST_DEVICE)
     grads = {}
     for impl in ("torch", "triton"):
-        model = load_fixture_model(name)
+        model = load_fixture_model(name).to(TEST_DEVICE)
         model.config.long_conv_impl = impl
         model(ids, labels=ids, use_cache=False).loss.backward()
         grads[impl] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
