@@ -21,14 +21,14 @@ def naive(v, h, D=None, pre=None, post=None):
 
 @pytest.mark.parametrize("L", [1, 2, 3, 17, 64, 100])
 @pytest.mark.parametrize("gated", [False, True])
-def test_matches_naive_convolution(L, gated):
+def test_matches_naive_convolution(L, gated, device):
     g = torch.Generator().manual_seed(L)
     B, C = 2, 3
-    v = torch.randn(B, C, L, generator=g)
-    h = torch.randn(C, L, generator=g)
-    D = torch.randn(C, generator=g)
-    pre = torch.randn(B, C, L, generator=g) if gated else None
-    post = torch.randn(B, C, L, generator=g) if gated else None
+    v = torch.randn(B, C, L, generator=g).to(device)
+    h = torch.randn(C, L, generator=g).to(device)
+    D = torch.randn(C, generator=g).to(device)
+    pre = torch.randn(B, C, L, generator=g).to(device) if gated else None
+    post = torch.randn(B, C, L, generator=g).to(device) if gated else None
     ref = naive(v, h, D, pre, post)
     out = long_conv(v, h, D, pre, post, impl="torch")
     assert out.dtype == torch.float32
@@ -38,10 +38,10 @@ def test_matches_naive_convolution(L, gated):
     assert (out64 - ref).abs().max() <= 1e-12 * ref.abs().max() + 1e-12
 
 
-def test_filter_shorter_than_input_and_half_precision():
+def test_filter_shorter_than_input_and_half_precision(device):
     g = torch.Generator().manual_seed(0)
-    v = torch.randn(1, 4, 50, generator=g)
-    h = torch.randn(4, 9, generator=g)
+    v = torch.randn(1, 4, 50, generator=g).to(device)
+    h = torch.randn(4, 9, generator=g).to(device)
     ref = naive(v, h)
     assert (long_conv(v, h) - ref).abs().max() < 1e-5
     out = long_conv(v.bfloat16(), h)
