@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers import initialization as init
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -23,14 +24,19 @@ from transformers.cache_utils import DynamicLayer
 from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
 from .modal import ModalFilter, decayed_sum
-from .ops import compute_dtype, long_conv, long_conv_torch, needs_autograd, resolve_impl
+from .ops import compute_dtype, exporting, long_conv, long_conv_torch, needs_autograd, resolve_impl
 from .precision import (FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype,
                         half_precision_filter_tensors, no_autocast)
 
 
+def _tracing() -> bool:
+    """Under torch.compile / torch.export: no data-dependent branches (see also ``ops.exporting``)."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def _padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """(B, L) 0/1 mask -> (B, 1, L) multiplier, or None when nothing is padded."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """(B, L) 0/1 mask -> (B, 1, L) multiplier, or None when nothing is padded (always the multiplier when traced)."""
+    if attention_mask is None or (not _tracing() and bool(attention_mask.all())):
         return None
     return attention_mask[:, None, :].to(dtype)
 
@@ -79,8 +85,10 @@ INFERENCE_BLOCK_BYTES = 16 << 20
 
 
 def _inference_only(*tensors: torch.Tensor) -> bool:
-    """True when nothing here needs autograd and no autocast is active (the in-place / out= fast paths apply)."""
-    return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type)
+    """True when nothing here needs autograd, no autocast is active and nothing is traced (the in-place / out= fast
+    paths apply)."""
+    return (not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type)
+            and not exporting())
 
 
 def _shifted_depthwise_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -134,7 +142,7 @@ def causal_short_conv(conv: nn.Conv1d, u: torch.Tensor) -> torch.Tensor:
     convolution from 2K to 32K tokens; under autograd on CPU with the explicit backward of :class:`_ShiftedShortConv`.
     Hooked or wrapped modules, autocast and autograd on GPU call the module.
     """
-    if not _is_plain_module(conv, nn.Conv1d) or torch.is_autocast_enabled(u.device.type):
+    if not _is_plain_module(conv, nn.Conv1d) or torch.is_autocast_enabled(u.device.type) or exporting():
         return conv(u)[..., : u.shape[-1]]
     if _inference_only(u, conv.weight):
         return _shifted_depthwise_conv(u, conv.weight[:, 0], conv.bias, torch.empty_like(u))
@@ -272,7 +280,7 @@ class HyenaOperator(nn.Module):
     def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 state: HyenaConvState | None = None) -> torch.Tensor:
         if state is not None and state.fir is not None:
-            return self.step(hidden_states, state)
+            return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
         if state is None and self._blocked_inference(hidden_states):
             return self.out_proj(self._mix_in_channel_blocks(hidden_states, padding_mask).transpose(1, 2))
@@ -360,9 +368,14 @@ class HyenaOperator(nn.Module):
         else:
             state.append(step, u)
 
-    def step(self, hidden_states: torch.Tensor, state: HyenaConvState) -> torch.Tensor:
-        """Exact decoding of new tokens: the causal convolution sum over the stored history, O(T d) per token."""
+    def step(self, hidden_states: torch.Tensor, state: HyenaConvState,
+             padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoding of new tokens ``hidden_states (B, n, d)`` after a prefill: exact (the causal convolution sum over
+        the stored history, O(T d) per token) or modal (the recurrence). Padded new tokens (``padding_mask (B, 1, n)``
+        zero) enter as the full forward lets them: zero inputs and zero pre-gates."""
         u_all = self.in_proj(hidden_states).transpose(1, 2)
+        if padding_mask is not None:
+            u_all = u_all * padding_mask
         modal = isinstance(state, ModalState)
         if modal:
             poles, residues, skip = state.step_params
@@ -380,8 +393,9 @@ class HyenaOperator(nn.Module):
             *xs, v = uc.split(self.config.hidden_size, dim=1)
             dtype = compute_dtype(v.dtype)
             v = v.to(dtype)
+            keep = None if padding_mask is None else padding_mask[..., t].to(dtype)  # (B, 1)
             for o, x_i in enumerate(reversed(xs[1:])):
-                u = v * x_i.to(dtype)
+                u = v * (x_i.to(dtype) if keep is None else x_i.to(dtype) * keep)
                 if modal:  # s <- p s + u ; y = Re sum_n R_n s_n
                     state.ssm[o] = poles[o] * state.ssm[o] + u[..., None]
                     v = (residues[o] * state.ssm[o]).sum(-1).real.to(dtype)
@@ -458,7 +472,7 @@ class H3Mixer(KeepsFloat32):
     def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 state: H3State | None = None) -> torch.Tensor:
         if state is not None and state.ssm is not None:
-            return self.step(hidden_states, state)
+            return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
         q = linear_channels_first(self.q_proj, hidden_states)
         k = linear_channels_first(self.k_proj, hidden_states)
@@ -477,21 +491,29 @@ class H3Mixer(KeepsFloat32):
         n, seqlen = self.config.ssm_state_size, k.shape[-1]
         dtype = compute_dtype(k.dtype)
         k = k.to(dtype) if padding_mask is None else k.to(dtype) * padding_mask.to(dtype)
+        kv = kv if padding_mask is None else kv * padding_mask.to(kv.dtype)
         state.shift = F.pad(k, (n, 0))[..., seqlen:]
         dA, dC = self.diag_ssm_discrete()
         state.ssm = dC.unsqueeze(0) * decayed_sum(kv, dA)
         state.step_params = (self.shift_kernel(n).flip(-1), dA, dC)
 
-    def step(self, hidden_states: torch.Tensor, state: H3State) -> torch.Tensor:
-        """H3's recurrence: shift SSM as an FIR window, diagonal SSM as a complex state; O(d * d_state) per token."""
+    def step(self, hidden_states: torch.Tensor, state: H3State, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """H3's recurrence: shift SSM as an FIR window, diagonal SSM as a complex state; O(d * d_state) per token.
+        Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as zero keys and zero SSM inputs, as in forward."""
         shift_kernel, dA, dC = state.step_params
         outputs = []
         for t in range(hidden_states.shape[1]):
             x = hidden_states[:, t]
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
             dtype = compute_dtype(k.dtype)
-            state.shift = torch.cat([state.shift[..., 1:], k.to(dtype)[..., None]], dim=-1)
-            kv = ((state.shift * shift_kernel).sum(-1) + self.shift_D.to(dtype) * k.to(dtype)) * v.to(dtype)
+            k = k.to(dtype)
+            keep = None if padding_mask is None else padding_mask[:, 0, t, None].to(dtype)  # (B, 1)
+            if keep is not None:
+                k = k * keep
+            state.shift = torch.cat([state.shift[..., 1:], k[..., None]], dim=-1)
+            kv = ((state.shift * shift_kernel).sum(-1) + self.shift_D.to(dtype) * k) * v.to(dtype)
+            if keep is not None:
+                kv = kv * keep
             state.ssm = dA * state.ssm + dC * kv[..., None]
             y = 2 * state.ssm.sum(-1).real + self.D.to(dtype) * kv
             outputs.append((y * q.to(dtype)).to(hidden_states.dtype))
@@ -521,6 +543,7 @@ class HyenaAttention(KeepsFloat32):
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj.is_residual_projection = True
+        self.is_causal = True  # read by transformers' attention functions
         self.rotary_dim = config.rotary_emb_dim
         if self.rotary_dim:
             self.register_buffer("inv_freq", self.rotary_inv_freq(config), persistent=False)
@@ -537,8 +560,11 @@ class HyenaAttention(KeepsFloat32):
         rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim:]
         return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
-    def forward(self, hidden_states: torch.Tensor, attn_bias: torch.Tensor | None, position_ids: torch.Tensor,
-                layer_cache: DynamicLayer | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
+                layer_cache: DynamicLayer | None = None, output_attentions: bool = False):
+        """``hidden_states (B, L, d)`` -> ``(B, L, d)`` and the attention weights ``(B, heads, L, T)`` (None unless
+        ``output_attentions``). ``attention_mask`` is in the format of ``config._attn_implementation`` (see
+        :func:`_attention_mask`). The kernel comes from transformers' attention interface."""
         bsz, seqlen, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(bsz, seqlen, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
@@ -546,22 +572,48 @@ class HyenaAttention(KeepsFloat32):
             q, k = self._apply_rotary(q, position_ids), self._apply_rotary(k, position_ids)
         if layer_cache is not None:
             k, v = layer_cache.update(k, v)
-        dropout = self.config.attention_dropout if self.training else 0.0
-        if attn_bias is None:  # no padding, and either a plain causal square or a single new query
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=seqlen > 1, dropout_p=dropout)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=dropout)
-        return self.out_proj(out.transpose(1, 2).reshape(bsz, seqlen, -1))
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention = (eager_attention_forward if implementation in (None, "eager")
+                     else ALL_ATTENTION_FUNCTIONS[implementation])
+        out, weights = attention(self, q, k, v, attention_mask, dropout=self.config.attention_dropout
+                                 if self.training else 0.0, scaling=self.head_dim ** -0.5)
+        return self.out_proj(out.reshape(bsz, seqlen, -1)), weights
 
 
-def _attention_bias(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torch.Tensor | None:
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+    """Plain attention: ``softmax(q kᵀ · scaling + mask) v`` for ``q (B, H, L, hd)``, ``k, v (B, H, T, hd)`` and an
+    additive ``mask (B|1, 1, L, T)``; returns the output ``(B, L, H, hd)`` and the weights ``(B, H, L, T)``."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask.to(weights.dtype)
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _attention_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device,
+                    implementation: str | None) -> torch.Tensor | None:
+    """The mask each attention kernel expects: flash attention a ``(B, T)`` padding mask (None without padding; it
+    applies causality itself), eager an additive causal + padding mask always, SDPA the additive mask or None where
+    its own causal flag is right."""
+    if implementation and implementation.startswith("flash_attention"):
+        if attention_mask is None or (not _tracing() and bool(attention_mask.all())):
+            return None
+        return attention_mask[:, -kv_len:]
+    return _attention_bias(attention_mask, q_len, kv_len, device, always=implementation in (None, "eager"))
+
+
+def _attention_bias(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device,
+                    always: bool = False) -> torch.Tensor | None:
     """Additive (B|1, 1, q, kv) causal + padding mask for queries at positions kv_len-q_len.. kv_len-1.
 
     None when plain causal attention is right (no padding, and no cached prefix or a single query). Every query
     may attend to itself, so fully padded rows give finite values instead of NaN.
     """
     past = kv_len - q_len
-    if (attention_mask is None or bool(attention_mask.all())) and (past == 0 or q_len == 1):
+    unpadded = attention_mask is None or (not _tracing() and bool(attention_mask.all()))
+    if unpadded and (past == 0 or q_len == 1) and not always:
         return None
     q_pos = torch.arange(past, kv_len, device=device)[:, None]
     k_pos = torch.arange(kv_len, device=device)[None, :]
@@ -626,15 +678,18 @@ class HyenaBlock(GradientCheckpointingLayer):
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
         return hidden_states, residual
 
-    def forward(self, hidden_states, residual=None, padding_mask=None, attn_bias=None, position_ids=None,
-                layer_cache=None):
+    def forward(self, hidden_states, residual=None, padding_mask=None, attn_mask=None, position_ids=None,
+                layer_cache=None, output_attentions=False):
+        """Returns the block's output, the residual stream and the attention weights (None but for attention layers
+        asked for them)."""
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout1, self.norm1)
+        weights = None
         if self.mixer_type == "attention":
-            hidden_states = self.mixer(hidden_states, attn_bias, position_ids, layer_cache)
+            hidden_states, weights = self.mixer(hidden_states, attn_mask, position_ids, layer_cache, output_attentions)
         else:
             hidden_states = self.mixer(hidden_states, padding_mask, layer_cache)
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout2, self.norm2)
-        return self.mlp(hidden_states), residual
+        return self.mlp(hidden_states), residual, weights
 
 
 class HyenaPreTrainedModel(PreTrainedModel):
@@ -645,6 +700,7 @@ class HyenaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["HyenaBlock"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flash_attn = True
     # Tensors that define long filters load in float32 whatever dtype is asked for (see hyena_hf.precision).
     _keep_in_fp32_modules_strict = FLOAT32_PARAMETER_PATTERNS
     # Keys a task head may legitimately lack in a checkpoint of another head (initialised fresh, as transformers does).
@@ -673,6 +729,55 @@ class HyenaPreTrainedModel(PreTrainedModel):
                           "change the outputs completely; re-save or re-convert the model from float32 weights",
                           stacklevel=2)
         return (model, info) if want_info else model
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """transformers' resize in this model's terms: ``new_num_tokens`` becomes ``config.vocab_size`` (the width of
+        the logits) and the embedding (and an untied head) keep ``vocab_size`` rounded up to ``pad_to_multiple_of``
+        (else ``config.pad_vocab_size_multiple``) rows, so the resized model saves and loads. Old tokens keep their
+        rows (their logits do not change); new tokens are initialised as transformers does (around the mean of the
+        old tokens' rows with ``mean_resizing``, else normal with ``initializer_range``); padding rows are zero."""
+        config = self.config
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return self.get_input_embeddings()
+        old_vocab, new_vocab = config.vocab_size, int(new_num_tokens or config.vocab_size)
+        multiple = int(pad_to_multiple_of or config.pad_vocab_size_multiple)
+        if new_vocab < 1 or multiple < 1:
+            raise ValueError(f"resize_token_embeddings needs new_num_tokens >= 1 and pad_to_multiple_of >= 1, got "
+                             f"{new_vocab} and {multiple}")
+        rows = -(-new_vocab // multiple) * multiple
+        embeddings = self.get_input_embeddings()
+        head = self.get_output_embeddings()
+        tied = head is not None and head.weight is embeddings.weight
+        embeddings.weight = nn.Parameter(self._resized_rows(embeddings, old_vocab, new_vocab, rows, mean_resizing),
+                                         requires_grad=embeddings.weight.requires_grad)
+        embeddings.num_embeddings = rows
+        if head is not None and not tied:
+            head.weight = nn.Parameter(self._resized_rows(head, old_vocab, new_vocab, rows, mean_resizing),
+                                       requires_grad=head.weight.requires_grad)
+            head.out_features = rows
+        config.vocab_size, config.pad_vocab_size_multiple = new_vocab, multiple
+        self.tie_weights()
+        return embeddings
+
+    @torch.no_grad()
+    def _resized_rows(self, module: nn.Module, old_vocab: int, new_vocab: int, rows: int,
+                      mean_resizing: bool) -> torch.Tensor:
+        """``module.weight (old rows, d)`` -> ``(rows, d)``: the first ``min(old, new)`` token rows kept, new token rows
+        initialised, padding rows zero."""
+        weight = module.weight
+        keep, added = min(old_vocab, new_vocab), max(0, new_vocab - old_vocab)
+        out = weight.new_zeros(rows, weight.shape[1])
+        out[:keep] = weight[:keep]
+        if added:
+            old_rows = nn.Embedding.from_pretrained(weight[:old_vocab].detach())
+            new_rows = nn.Embedding(new_vocab, weight.shape[1], device=weight.device, dtype=weight.dtype)
+            if mean_resizing:  # transformers' own initialisation of added tokens
+                self._init_added_embeddings_weights_with_mean(old_rows, new_rows, old_vocab, added)
+            else:
+                new_rows.weight.normal_(std=self.config.initializer_range)
+            out[old_vocab:new_vocab] = new_rows.weight[old_vocab:]
+        return out
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -759,6 +864,7 @@ class HyenaModel(HyenaPreTrainedModel):
         past_key_values: HyenaCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> tuple | BaseModelOutputWithPast:
@@ -769,8 +875,10 @@ class HyenaModel(HyenaPreTrainedModel):
         """
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training
+                                                             and not _tracing())
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -797,42 +905,49 @@ class HyenaModel(HyenaPreTrainedModel):
                 position_ids = torch.arange(past, total, device=inputs_embeds.device)[None].expand(bsz, -1)
 
         if bsz == 0 or seqlen == 0:  # nothing to mix: empty outputs, the cache as it was
-            return self._empty_output(inputs_embeds, past_key_values, output_hidden_states, return_dict)
+            return self._empty_output(inputs_embeds, past_key_values, output_hidden_states, output_attentions,
+                                      return_dict)
         new_mask = None if attention_mask is None else attention_mask[:, past:]
         if new_mask is not None:  # padded positions are selected away, not multiplied (NaN * 0 is NaN)
             inputs_embeds = inputs_embeds.masked_fill(~new_mask.bool()[..., None], 0.0)
         padding_mask = _padding_mask(new_mask, inputs_embeds.dtype)
-        attn_bias = None
+        attn_mask = None
         if self.config.attn_layer_idx:
-            attn_bias = _attention_bias(attention_mask, seqlen, total, inputs_embeds.device)
+            implementation = "eager" if output_attentions else self.config._attn_implementation
+            attn_mask = _attention_mask(attention_mask, seqlen, total, inputs_embeds.device, implementation)
 
         hidden_states, residual = inputs_embeds, None
         all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for i, block in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states if residual is None else residual,)
             layer_cache = past_key_values.layers[i] if past_key_values is not None else None
-            hidden_states, residual = block(hidden_states, residual, padding_mask, attn_bias, position_ids,
-                                            layer_cache)
+            hidden_states, residual, weights = block(hidden_states, residual, padding_mask, attn_mask, position_ids,
+                                                     layer_cache, output_attentions)
+            if output_attentions and weights is not None:  # attention layers only (as in transformers' hybrids)
+                all_attentions += (weights,)
         residual = self.drop_f(hidden_states) + residual
         hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
         if past_key_values is not None:
             past_key_values.seen_tokens = total
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        if not return_dict:
-            return tuple(v for v in (hidden_states, past_key_values, all_hidden_states) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
-                                       hidden_states=all_hidden_states)
+        return self._output(hidden_states, past_key_values, all_hidden_states, all_attentions, return_dict)
 
-
-    def _empty_output(self, inputs_embeds, past_key_values, output_hidden_states, return_dict):
+    def _empty_output(self, inputs_embeds, past_key_values, output_hidden_states, output_attentions, return_dict):
         hidden_states = self.norm_f(inputs_embeds.to(self.norm_f.weight.dtype))
         all_hidden_states = (hidden_states,) * (len(self.layers) + 1) if output_hidden_states else None
+        return self._output(hidden_states, past_key_values, all_hidden_states, () if output_attentions else None,
+                            return_dict)
+
+    @staticmethod
+    def _output(hidden_states, past_key_values, all_hidden_states, all_attentions, return_dict):
         if not return_dict:
-            return tuple(v for v in (hidden_states, past_key_values, all_hidden_states) if v is not None)
+            return tuple(v for v in (hidden_states, past_key_values, all_hidden_states, all_attentions)
+                         if v is not None)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
-                                       hidden_states=all_hidden_states)
+                                       hidden_states=all_hidden_states, attentions=all_attentions)
 
 
 def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
@@ -842,7 +957,7 @@ def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
     if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
         raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-    if input_ids.numel() and not torch.compiler.is_compiling():
+    if input_ids.numel() and not _tracing():
         low, high = (int(v) for v in input_ids.aminmax())
         if low < 0 or high >= vocab_size:
             raise ValueError(f"input_ids must be token ids in [0, vocab_size={vocab_size}), got values from {low} "
@@ -875,18 +990,17 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, use_cache=None,
-                                      inputs_embeds=None, **kwargs):
-        if inputs_embeds is not None:
-            raise ValueError("generate() from inputs_embeds is not supported by Hyena models; pass input_ids")
-        if input_ids.shape[1] == 0:
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
+                                      inputs_embeds=None, is_first_iteration=False, **kwargs):
+        """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and
+        forwards every other keyword), after refusing an empty prompt."""
+        if inputs_embeds is None and input_ids.shape[1] == 0 and not (past_key_values and
+                                                                       past_key_values.get_seq_length()):
             raise ValueError("generate() needs a prompt of at least one token, got input_ids of length 0 (start from "
                              "a BOS token, e.g. tokenizer.bos_token_id)")
-        # With a cache only the tokens it has not seen are fed; without one, the whole sequence every step.
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            input_ids = input_ids[:, past_key_values.get_seq_length():]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": past_key_values,
-                "use_cache": use_cache}
+        return super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values,
+                                                     attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                                     is_first_iteration=is_first_iteration, **kwargs)
 
     def forward(
         self,
@@ -898,6 +1012,7 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         num_logits_to_keep: int | None = None,
@@ -906,7 +1021,8 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                 position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
-                                output_hidden_states=output_hidden_states, return_dict=True)
+                                output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                                return_dict=True)
         hidden_states = outputs.last_hidden_state
         if num_logits_to_keep is not None:
             logits_to_keep = num_logits_to_keep
@@ -925,10 +1041,11 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
                 kwargs["num_items_in_batch"] = (targets != -100).sum().clamp(min=1)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states) if v is not None)
+            output = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states, outputs.attentions)
+                                       if v is not None)
             return ((loss,) + output) if loss is not None else output
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-                                      hidden_states=outputs.hidden_states)
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
 class HyenaForSequenceClassification(HyenaPreTrainedModel):
@@ -952,12 +1069,14 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> tuple | SequenceClassifierOutputWithPast:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.backbone(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                use_cache=False, output_hidden_states=output_hidden_states, return_dict=True)
+                                use_cache=False, output_hidden_states=output_hidden_states,
+                                output_attentions=output_attentions, return_dict=True)
         logits = self.score(outputs.last_hidden_state)
         bsz, seqlen = logits.shape[:2]
         # Pool the last real token: from the attention mask when given, else from pad_token_id (left or right padding).
@@ -976,9 +1095,10 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
         if not return_dict:
-            output = (pooled_logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            output = (pooled_logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
             return ((loss,) + output) if loss is not None else output
-        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states,
+                                                attentions=outputs.attentions)
 
 
 __all__ = [

@@ -81,6 +81,12 @@ def long_conv_reference(v, h, D=None, pre_gate=None, post_gate=None):
     return y.to(out_dtype)
 
 
+def exporting() -> bool:
+    """Under torch.export the plain autograd ops are traced: custom autograd Functions and in-place fast paths would
+    bake grad-mode assumptions into the exported program."""
+    return torch.compiler.is_exporting()
+
+
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:
     """True when autograd would record an op on these tensors (the in-place / out= fast paths do not apply)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
@@ -215,7 +221,9 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tens
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         y = long_conv_reference(v, h, D, pre_gate, post_gate)
         return y if out is None else out.copy_(y)
-    if needs_autograd(v, h, D, pre_gate, post_gate):
+    if needs_autograd(v, h, D, pre_gate, post_gate) or exporting():
+        if exporting():
+            return long_conv_reference(v, h, D, pre_gate, post_gate)
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
     if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
         return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))
