@@ -592,24 +592,28 @@ def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.T
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-def _attention_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device,
+def _attention_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, dtype: torch.dtype, device,
                     implementation: str | None) -> torch.Tensor | None:
-    """The mask each attention kernel expects: flash attention a ``(B, T)`` padding mask (None without padding; it
-    applies causality itself), eager an additive causal + padding mask always, SDPA the additive mask or None where
-    its own causal flag is right."""
+    """The mask each attention kernel expects (as transformers' masking utilities build them): flash attention a
+    ``(B, T)`` padding mask (None without padding; it applies causality itself), SDPA a boolean ``(B|1, 1, q, T)``
+    mask (True = attend) or None where its own causal flag is right, eager an additive mask in ``dtype``, always."""
     if implementation and implementation.startswith("flash_attention"):
         if attention_mask is None or (not _tracing() and bool(attention_mask.all())):
             return None
         return attention_mask[:, -kv_len:]
-    return _attention_bias(attention_mask, q_len, kv_len, device, always=implementation in (None, "eager"))
+    eager = implementation in (None, "eager")
+    allowed = _allowed_positions(attention_mask, q_len, kv_len, device, always=eager)
+    if allowed is None or not eager:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _attention_bias(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device,
-                    always: bool = False) -> torch.Tensor | None:
-    """Additive (B|1, 1, q, kv) causal + padding mask for queries at positions kv_len-q_len.. kv_len-1.
+def _allowed_positions(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device,
+                       always: bool = False) -> torch.Tensor | None:
+    """Boolean (B|1, 1, q, kv) causal + padding mask for queries at positions kv_len-q_len .. kv_len-1.
 
-    None when plain causal attention is right (no padding, and no cached prefix or a single query). Every query
-    may attend to itself, so fully padded rows give finite values instead of NaN.
+    None when plain causal attention is right (no padding, and no cached prefix or a single query), unless
+    ``always``. Every query may attend to itself, so fully padded rows give finite values instead of NaN.
     """
     past = kv_len - q_len
     unpadded = attention_mask is None or (not _tracing() and bool(attention_mask.all()))
@@ -621,8 +625,7 @@ def _attention_bias(attention_mask: torch.Tensor | None, q_len: int, kv_len: int
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, -kv_len:].bool()
     allowed = allowed | (k_pos == q_pos)[None]
-    bias = torch.zeros(allowed.shape, dtype=torch.float32, device=device)
-    return bias.masked_fill(~allowed, float("-inf"))[:, None]
+    return allowed[:, None]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -914,7 +917,8 @@ class HyenaModel(HyenaPreTrainedModel):
         attn_mask = None
         if self.config.attn_layer_idx:
             implementation = "eager" if output_attentions else self.config._attn_implementation
-            attn_mask = _attention_mask(attention_mask, seqlen, total, inputs_embeds.device, implementation)
+            attn_mask = _attention_mask(attention_mask, seqlen, total, inputs_embeds.dtype, inputs_embeds.device,
+                                        implementation)
 
         hidden_states, residual = inputs_embeds, None
         all_hidden_states = () if output_hidden_states else None
