@@ -193,6 +193,17 @@ def cmd_eval(args) -> None:
         Path(args.output).write_text(json.dumps({"num_fewshot": args.num_fewshot, "results": rows}, indent=2))
 
 
+def cmd_eval_tasks(args) -> None:
+    from hyena_hf.evaluation.harness import SUPERGLUE_TASKS, TASKS_DIR, TINY_DATA, write_local_tasks
+
+    out = write_local_tasks(args.data_dir or TINY_DATA, args.output_dir, args.tasks or SUPERGLUE_TASKS)
+    for item in TASKS_DIR.glob("record_*"):  # the record_hyena definition and its scorer, for --tasks record_hyena
+        (out / item.name).write_bytes(item.read_bytes())
+    names = ",".join(f"{t}_local" for t in (args.tasks or SUPERGLUE_TASKS))
+    print(f"wrote lm-eval task definitions to {out}; run for example:\n  lm_eval --model hf --model_args "
+          f"pretrained=MODEL_DIR,trust_remote_code=True --include_path {out} --tasks {names}")
+
+
 def cmd_synthetic(args) -> None:
     from hyena_hf.synthetic import InductionTask, RecallTask, compare_models
 
@@ -271,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--output", help="write the metrics as JSON here")
     ev.set_defaults(func=cmd_eval)
+
+    tasks = sub.add_parser("eval-tasks", help="write SuperGLUE task definitions on local data for `lm_eval --include_path`")
+    tasks.add_argument("output_dir", help="folder for the <task>_local.yaml files (and record_hyena.yaml)")
+    tasks.add_argument("--data-dir", help="folder of <task>.jsonl files (default: the shipped tiny set)")
+    tasks.add_argument("--tasks", nargs="+", default=None, help="default: all of SuperGLUE")
+    tasks.set_defaults(func=cmd_eval_tasks)
 
     syn = sub.add_parser("synthetic", help="associative recall / induction heads: Hyena vs H3 vs GPT-2")
     syn.add_argument("--task", choices=["recall", "induction"], default="recall")

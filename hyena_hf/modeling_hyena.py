@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
 from .modal import ModalFilter, decayed_sum
 from .ops import compute_dtype, exporting, long_conv, long_conv_torch, needs_autograd, resolve_impl
+from .remote_code import write_model_code
 from .precision import (FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype,
                         half_precision_filter_tensors, no_autocast)
 
@@ -587,7 +589,7 @@ def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.T
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask.to(weights.dtype)
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.softmax(weights, dim=-1, dtype=torch.promote_types(query.dtype, torch.float32)).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
@@ -732,6 +734,15 @@ class HyenaPreTrainedModel(PreTrainedModel):
                           "change the outputs completely; re-save or re-convert the model from float32 weights",
                           stacklevel=2)
         return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """transformers' save, plus the model's code and an ``auto_map`` (see :mod:`hyena_hf.remote_code`), so the
+        folder loads with ``trust_remote_code=True`` where hyena-hf is not installed."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_model_code(save_directory)
+        if push_to_hub:  # push_to_hub saves again (through this method) into the folder it uploads
+            self.push_to_hub(kwargs.get("repo_id") or Path(save_directory).name, token=kwargs.get("token"))
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
                                 mean_resizing: bool = True) -> nn.Embedding:

@@ -230,12 +230,18 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tens
     return _blocked_forward(v, h, D, pre_gate, post_gate, out)
 
 
-def _triton_available() -> bool:
+def _triton_long_conv():
+    """The Triton kernels' entry point, or None where they cannot be imported: no triton, or this module loaded as a
+    saved model's remote code without the hyena_hf package (the PyTorch path runs then)."""
     try:
-        from hyena_hf.kernels import triton_long_conv  # noqa: F401
+        from hyena_hf.kernels import triton_long_conv
     except ImportError:
-        return False
-    return True
+        return None
+    return triton_long_conv
+
+
+def _triton_available() -> bool:
+    return _triton_long_conv() is not None
 
 
 def resolve_impl(requested: str, device: torch.device) -> str:
@@ -263,7 +269,5 @@ def long_conv(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None = None,
     if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
         raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")
     if resolve_impl(impl, v.device) == "triton":
-        from hyena_hf.kernels import triton_long_conv
-
-        return triton_long_conv(v, h, D, pre_gate, post_gate)
+        return _triton_long_conv()(v, h, D, pre_gate, post_gate)
     return long_conv_torch(v, h, D, pre_gate, post_gate)

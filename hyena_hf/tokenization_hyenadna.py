@@ -13,6 +13,8 @@ import os
 
 from transformers import PreTrainedTokenizer
 
+from .remote_code import write_tokenizer_code
+
 SPECIAL_TOKENS = ["[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]"]
 DNA_CHARACTERS = ["A", "C", "G", "T", "N"]
 
@@ -92,6 +94,14 @@ class HyenaDNATokenizer(PreTrainedTokenizer):
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return (1 if self.wrap_with_cls else 0) + 1 + (1 if pair else 0)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, plus the tokenizer's code and an ``auto_map`` (see :mod:`hyena_hf.remote_code`), so
+        ``AutoTokenizer.from_pretrained(folder, trust_remote_code=True)`` works where hyena-hf is not installed."""
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("filename_prefix") and os.path.isfile(os.path.join(save_directory, "tokenizer_config.json")):
+            write_tokenizer_code(save_directory)
+        return files
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
         path = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + "vocab.json")

@@ -10,7 +10,7 @@ import math
 import datasets
 import evaluate
 
-from hyena_hf.evaluation.squad_metrics_shim import compute_exact, compute_f1
+from hyena_hf.evaluation.tasks.record_scoring import compute_exact, compute_f1
 
 _CITATION = "Wang et al., SuperGLUE: A Stickier Benchmark for General-Purpose Language Understanding Systems, 2019."
 _DESCRIPTION = __doc__
