@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, distill
-from timing import cpu_model, median_seconds
+from hyena_hf.benchmarks.timing import cpu_model, median_seconds
 
 
 @torch.no_grad()
@@ -83,13 +84,13 @@ def main() -> None:
     hyena = HyenaForCausalLM(HyenaConfig(vocab_size=50257, hidden_size=args.hidden_size,
                                          num_hidden_layers=args.layers, max_position_embeddings=max_len,
                                          filter_order=64, filter_emb_dim=33, embd_pdrop=0.0)).eval()
-    modal = {n: distill(hyena, n, length=min(max_len, 4096), progress=False)[0] for n in args.modal_sizes}
+    modal = {n: distill(hyena, n, length=min(max_len, 4096), progress=False, force=True)[0] for n in args.modal_sizes}
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=args.hidden_size, n_layer=args.layers,
                                       n_head=max(1, args.hidden_size // 64), n_positions=max_len,
                                       attn_implementation="sdpa")).eval()
     rows = []
     for batch in args.batches:
-        for context in args.contexts:
+        for context in tqdm(args.contexts, desc=f"bench generate, batch {batch}"):
             row = {"batch": batch, "context": context}
             row["recompute_s"] = recompute(hyena, batch, context, repeats=2 if context >= 8192 else 3)
             row["exact_cache_s"], row["exact_cache_bytes"] = hyena_decode(hyena, batch, context, args.steps)

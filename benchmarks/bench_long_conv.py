@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from hyena_hf.ops import long_conv_torch
-from timing import median_seconds, peak_memory_bytes
+from hyena_hf.benchmarks.timing import median_seconds, peak_memory_bytes
 
 
 def reference_conv(v, h, D, pre, post):
@@ -66,7 +67,7 @@ def main() -> None:
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         for channels in args.channels:
-            for L in args.lengths:
+            for L in tqdm(args.lengths, desc=f"bench long-conv, {dtype_name}, C={channels}"):
                 B = args.batch
                 v, pre, post = (torch.randn(B, channels, L, device=device, dtype=dtype) for _ in range(3))
                 h = torch.randn(channels, L, device=device) / L

@@ -17,11 +17,12 @@ import json
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM
-from plain_hyena import check_supported, plain_forward
-from timing import interleaved_median_seconds, peak_memory_bytes
+from hyena_hf.benchmarks.plain_hyena import check_supported, plain_forward
+from hyena_hf.benchmarks.timing import interleaved_median_seconds, peak_memory_bytes
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     if plain_diff > 1e-3:
         raise RuntimeError(f"the plain reference disagrees with the model: max |logits diff| {plain_diff:.2e}")
     rows = []
-    for L in args.lengths:
+    for L in tqdm(args.lengths, desc="bench model"):
         ids = torch.randint(0, 50257, (1, L), device=device)
         row = {"length": L}
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import hyena_hf.ops as ops
-from timing import median_seconds
+from hyena_hf.benchmarks.timing import median_seconds
 
 
 def direct(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

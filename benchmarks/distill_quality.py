@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pydoc_data.topics
 import torch
+from tqdm.auto import tqdm
 import torch.nn.functional as F
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, distill
@@ -83,8 +84,8 @@ def main() -> None:
     held_out = windows(ids[split:], args.seq_len)[:64]
     results = {"original": evaluate(model, None, held_out)}
     print(f"original: perplexity {results['original']['perplexity']:.3f} (char-level, {held_out.numel()} tokens)")
-    for n in args.state_sizes:
-        modal, report = distill(model, n, refine_steps=args.refine_steps, progress=False)
+    for n in tqdm(args.state_sizes, desc="distill quality"):
+        modal, report = distill(model, n, refine_steps=args.refine_steps, progress=False, force=True)
         scores = evaluate(modal, model, held_out)
         scores["filter_relative_l2_error"] = report.relative_l2_error
         results[f"modal{n}"] = scores

@@ -16,12 +16,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from conftest import CHECKPOINT_FILES, fixture_tensors, load_fixture_model  # noqa: E402
 
 from hyena_hf.precision import logits_agreement  # noqa: E402
-from timing import cpu_model  # noqa: E402
+from hyena_hf.benchmarks.timing import cpu_model  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 

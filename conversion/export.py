@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from hyena_hf.model_card import converted_model_card
 from hyena_hf.output_folder import check_output, write_folder
 
 from .checkpoint_io import ConversionError, extract_state_dict, load_checkpoint
@@ -140,40 +141,26 @@ def check_parity_bounds(agreement: dict[str, dict[str, float]], dtype: torch.dty
                                   f"{figures['argmax_agreement']:.1%} (bound {min_argmax:.0%}); nothing was written")
 
 
-def _model_card(info: dict) -> str:
-    lines = [f"# {info['output_name']}", "",
-             f"Converted with hyena-hf from the original **{info['format']}** checkpoint.", "",
-             "| | |", "|---|---|",
-             f"| source | `{info['source']}` |", f"| file | `{info['file']}` |",
-             f"| sha256 | `{info['sha256']}` |"]
-    if info.get("hub_commit"):
-        lines.append(f"| hub commit | `{info['hub_commit']}` |")
-    lines += [f"| format | {info['format']} |", f"| dtype | {info['dtype']} |",
-              f"| modulation shift | {info['modulation_shift']} |", ""]
-    if info.get("parity"):
-        lines += ["## Parity with the reference", "",
-                  "| tensor | max abs diff | relative L2 error | argmax agreement |", "|---|---|---|---|"]
-        lines += [f"| {k} | {v:.3e} | {info['parity_agreement'][k]['relative_l2']:.2e} | "
-                  f"{info['parity_agreement'][k]['argmax_agreement']:.1%} |" for k, v in info["parity"].items()]
-        lines.append("")
-    lines += ["```python", "import hyena_hf", "from transformers import AutoModelForCausalLM",
-              "model = AutoModelForCausalLM.from_pretrained(PATH)", "```", ""]
-    return "\n".join(lines)
-
-
-def push_folder_to_hub(folder: Path, repo_id: str, api=None) -> None:
+def push_converted(model, tokenizer, card, folder: Path, repo_id: str) -> None:
+    """Push with the ``push_to_hub`` every transformers user knows: the model (weights, config, remote code), the
+    tokenizer, the model card, then the conversion record. The folder is already complete on disk, so a failed
+    upload leaves it usable."""
     from huggingface_hub import HfApi
 
-    api = api or HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="Upload model converted by hyena-hf")
+    message = "Upload model converted by hyena-hf"
+    model.push_to_hub(repo_id, commit_message=message)
+    if tokenizer is not None:
+        tokenizer.push_to_hub(repo_id, commit_message=message)
+    card.push_to_hub(repo_id, commit_message=message)
+    HfApi().upload_file(path_or_fileobj=str(folder / "conversion.json"), path_in_repo="conversion.json",
+                        repo_id=repo_id, commit_message=message)
 
 
 def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "auto",
                       original_config: str | Path | None = None, preset: str | None = None, dtype: str = "float32",
                       modulation_shift: float | None = None, reference: str | Path | None = None,
                       tokenizer: str | None = None, push_to_hub: str | None = None, overwrite: bool = False,
-                      max_shard_size: str = "2GB", hub_api=None) -> dict:
+                      max_shard_size: str = "2GB") -> dict:
     """Convert and write the model folder; returns the recorded conversion info."""
     output_dir = Path(output_dir)
     user_inputs = [Path(p) for p in (source, original_config, reference, tokenizer) if p and Path(p).exists()]
@@ -217,19 +204,20 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
 
         steps.set_postfix_str("save")
         inputs = user_inputs + [resolved.weights, config_file]
+        card = converted_model_card(info)
 
         def write(folder: Path) -> None:
             model.save_pretrained(folder, max_shard_size=max_shard_size)
             if tok is not None:
                 tok.save_pretrained(folder)
-            (folder / "README.md").write_text(_model_card(info))
+            card.save(folder / "README.md")
             (folder / "conversion.json").write_text(json.dumps(info, indent=2))
 
         write_folder(output_dir, write, overwrite=overwrite, inputs=inputs)
         steps.update()
         if push_to_hub:
             steps.set_postfix_str(f"push to {push_to_hub}")
-            push_folder_to_hub(output_dir, push_to_hub, hub_api)
+            push_converted(model, tok, card, output_dir, push_to_hub)
             steps.update()
     if tokenizer_note:
         info["tokenizer_note"] = tokenizer_note

@@ -1,25 +1,32 @@
 """hyena-hf: Hyena, HyenaDNA and H3 as native transformers models.
 
-Importing the package registers the model with the transformers Auto classes.
+Importing the package registers the model with the transformers Auto classes. The ``hyena-hf`` command is the one
+exception: it defers that (and so importing torch and transformers) to the subcommands that need it, so that
+``hyena-hf --help`` answers at once; code that runs inside it calls :func:`register_auto_classes`.
 """
 
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
-                          AutoTokenizer)
-
-from .configuration_hyena import HyenaConfig
-from .modeling_hyena import HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel, HyenaPreTrainedModel
-from .modal import distill
-from .ops import long_conv
-from .cache_hyena import HyenaCache
-from .tokenization_hyenadna import HyenaDNATokenizer
-
-AutoConfig.register(HyenaConfig.model_type, HyenaConfig, exist_ok=True)
-AutoModel.register(HyenaConfig, HyenaModel, exist_ok=True)
-AutoModelForCausalLM.register(HyenaConfig, HyenaForCausalLM, exist_ok=True)
-AutoModelForSequenceClassification.register(HyenaConfig, HyenaForSequenceClassification, exist_ok=True)
-# Lets AutoTokenizer find HyenaDNATokenizer by the class name saved in tokenizer_config.json.
-AutoTokenizer.register(HyenaConfig, tokenizer_class=HyenaDNATokenizer, exist_ok=True)
+import os as _os
+import sys as _sys
 
 __version__ = "0.1.0"
 __all__ = ["HyenaConfig", "HyenaModel", "HyenaForCausalLM", "HyenaForSequenceClassification",
-           "HyenaPreTrainedModel", "HyenaDNATokenizer", "HyenaCache", "distill", "long_conv"]
+           "HyenaPreTrainedModel", "HyenaDNATokenizer", "HyenaCache", "distill", "long_conv",
+           "register_auto_classes", "__version__"]
+
+
+def register_auto_classes() -> None:
+    """Register the Hyena classes with AutoConfig / AutoModel* / AutoTokenizer (idempotent) and expose them here."""
+    from . import _registration
+
+    globals().update({name: getattr(_registration, name) for name in _registration.__all__})
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        register_auto_classes()
+        return globals()[name]
+    raise AttributeError(f"module 'hyena_hf' has no attribute {name!r}")
+
+
+if _os.path.basename((getattr(_sys, "argv", None) or [""])[0] or "") != "hyena-hf":
+    register_auto_classes()

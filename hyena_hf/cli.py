@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from hyena_hf.thresholds import DISTILL_MAX_ERROR
+
 
 def _model_location(name: str) -> str:
     """A local model folder, or a hub repo id; a missing local path is reported as such (not as a bad repo id)."""
@@ -60,7 +62,6 @@ def _demo_generate(model_path: str, prompts: list[str], answers: list[str] | Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-    import hyena_hf  # noqa: F401  (registers the Auto classes)
 
     model_path = _model_location(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
@@ -128,7 +129,6 @@ def cmd_generate(args) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import hyena_hf  # noqa: F401
 
     location = _model_location(args.model)
     model = AutoModelForCausalLM.from_pretrained(location).eval()
@@ -151,14 +151,16 @@ def cmd_distill(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hyena_hf.modal import distill
-
+    from hyena_hf.model_card import distilled_model_card
     from hyena_hf.output_folder import check_output, write_folder
 
     location = _model_location(args.model)
     local_input = [Path(location)] if Path(location).exists() else []
     check_output(args.output_dir, overwrite=args.overwrite, inputs=local_input)
     model = AutoModelForCausalLM.from_pretrained(location).eval()
-    modal, report = distill(model, state_size=args.state_size, refine_steps=args.refine_steps)
+    modal, report = distill(model, state_size=args.state_size, refine_steps=args.refine_steps,
+                            max_error=args.max_error, force=args.force)
+    forced = max(report.relative_l2_error.values()) > args.max_error
 
     def write(folder: Path) -> None:
         modal.save_pretrained(folder)
@@ -167,15 +169,12 @@ def cmd_distill(args) -> None:
         except (OSError, ValueError):
             pass  # a model folder without tokenizer files
         (folder / "distill_report.json").write_text(json.dumps(
-            {"state_size": report.state_size, "relative_l2_error": report.relative_l2_error,
-             "hankel_singular_values": report.hankel_singular_values}, indent=2))
+            {**report.to_dict(), "source": args.model, "max_error": args.max_error, "forced": forced}, indent=2))
+        distilled_model_card(args.model, Path(args.output_dir).name, report.table(), args.state_size,
+                             args.max_error, forced).save(folder / "README.md")
 
     write_folder(args.output_dir, write, overwrite=args.overwrite, inputs=local_input)
-    for layer, err in report.relative_l2_error.items():
-        sv = report.hankel_singular_values[layer]
-        print(f"layer {layer}: relative L2 filter error {err:.3e}; normalised Hankel singular values "
-              f"s[N]={sv[min(args.state_size, len(sv) - 1)]:.2e} s[2N]={sv[min(2 * args.state_size, len(sv) - 1)]:.2e}")
-    print(f"saved the modal model to {args.output_dir}")
+    print(f"saved the modal model to {args.output_dir}" + (" (--force: a layer exceeds --max-error)" if forced else ""))
 
 
 def cmd_eval(args) -> None:
@@ -220,119 +219,147 @@ def cmd_synthetic(args) -> None:
     print(f"saved {args.output_dir}/synthetic_results.json (+ .png)")
 
 
+BENCHMARKS = {"generate": "bench_generate", "distill": "distill_quality", "long-conv": "bench_long_conv",
+              "model": "bench_model"}
+
+
 def cmd_bench(args) -> None:
+    """Runs the installed benchmark module (``hyena_hf.benchmarks``), never a file from the current directory."""
     import runpy
 
-    scripts = {"generate": "bench_generate.py", "distill": "distill_quality.py", "long-conv": "bench_long_conv.py",
-               "model": "bench_model.py"}
-    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parent.parent / "benchmarks"]
-    folder = next((c for c in candidates if (c / scripts[args.which]).is_file()), None)
-    if folder is None:
-        raise FileNotFoundError(f"benchmarks/{scripts[args.which]} not found: run from a hyena-hf checkout")
-    sys.argv = [str(folder / scripts[args.which]), *args.rest]
-    sys.path.insert(0, str(folder))  # the scripts share benchmarks/timing.py
-    runpy.run_path(sys.argv[0], run_name="__main__")
+    module = f"hyena_hf.benchmarks.{BENCHMARKS[args.which]}"
+    sys.argv = [module, *args.rest]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyena-hf", description="Hyena / HyenaDNA / H3 for transformers")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from hyena_hf import __version__
 
-    convert = sub.add_parser("convert", help="convert an original safari / HyenaDNA / H3 checkpoint")
+    parser = argparse.ArgumentParser(prog="hyena-hf", description="Hyena / HyenaDNA / H3 as transformers models: "
+                                     "convert, generate, distil, evaluate, benchmark. Exit codes: 0 done, 1 failed "
+                                     "(one line on stderr), 2 bad usage.")
+    parser.add_argument("--version", action="version", version=f"hyena-hf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = _parser(sub, "convert", "convert an original safari / HyenaDNA / H3 checkpoint into a model folder")
     convert.add_argument("source", nargs="?", help="local file or folder, or hub repo id (default: the preset's)")
-    convert.add_argument("output_dir")
-    convert.add_argument("--format", default="auto", choices=["auto", "safari", "hyenadna", "hyenadna-hf", "h3"])
-    convert.add_argument("--original-config", help="YAML/JSON with the ORIGINAL model's constructor fields")
+    convert.add_argument("output_dir", help="folder to write (must not hold the source)")
+    convert.add_argument("--format", default="auto", choices=["auto", "safari", "hyenadna", "hyenadna-hf", "h3"],
+                         help="checkpoint format (auto: detected from the tensor names)")
+    convert.add_argument("--original-config", help="YAML/JSON with the ORIGINAL model's constructor fields "
+                         "(default: config.json beside the weights, or the preset's)")
     convert.add_argument("--preset", help="named released checkpoint (see hyena_hf.conversion.presets.PRESETS)")
-    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
+    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"],
+                         help="dtype of the dense layers (long-filter tensors stay float32)")
     convert.add_argument("--modulation-shift", type=float, default=None,
                          help="override the modulation shift (HyenaDNA: 0.0 as trained; 0.05 = standalone/-hf code)")
-    convert.add_argument("--reference", help="safetensors with input_ids*/logits* to record parity figures")
-    convert.add_argument("--tokenizer", help="local tokenizer folder to save with the model")
-    convert.add_argument("--push-to-hub", metavar="REPO", help="upload the converted folder to this hub repo")
-    convert.add_argument("--max-shard-size", default="2GB")
-    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty OUTPUT_DIR")
+    convert.add_argument("--reference", help="safetensors with input_ids*/logits* pairs: record parity figures and "
+                         "fail outside the dtype's bounds")
+    convert.add_argument("--tokenizer", help="local tokenizer folder to save with the model (default: the family's)")
+    convert.add_argument("--push-to-hub", metavar="REPO", help="also push the model, tokenizer and card to this hub repo")
+    convert.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard")
+    convert.add_argument("--overwrite", action="store_true", help="replace an earlier hyena-hf output in OUTPUT_DIR")
     convert.set_defaults(func=cmd_convert)
 
-    gen = sub.add_parser("generate", help="generate text with a saved or converted model")
-    gen.add_argument("model")
-    gen.add_argument("prompt")
-    gen.add_argument("--tokenizer")
-    gen.add_argument("--max-new-tokens", type=int, default=50)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--num-beams", type=int, default=1)
+    gen = _parser(sub, "generate", "generate text with a saved or converted model")
+    gen.add_argument("model", help="model folder or hub repo id")
+    gen.add_argument("prompt", help="text to continue")
+    gen.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the model's)")
+    gen.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate")
+    gen.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
+    gen.add_argument("--num-beams", type=int, default=1, help="beam search width")
     gen.add_argument("--no-cache", action="store_true", help="recompute the full forward for every token")
     gen.set_defaults(func=cmd_generate)
 
-    dist = sub.add_parser("distill", help="distil implicit Hyena filters into modal (recurrent) filters")
-    dist.add_argument("model")
-    dist.add_argument("output_dir")
-    dist.add_argument("--state-size", type=int, default=16)
+    dist = _parser(sub, "distill", "distil implicit Hyena filters into modal (recurrent) filters")
+    dist.add_argument("model", help="model folder or hub repo id with implicit filters")
+    dist.add_argument("output_dir", help="folder to write the modal model, its report and card to")
+    dist.add_argument("--state-size", type=int, default=16, help="modes per channel (N)")
     dist.add_argument("--refine-steps", type=int, default=0, help="Adam steps refining poles and residues")
+    dist.add_argument("--max-error", type=float, default=DISTILL_MAX_ERROR,
+                      help="largest per-layer relative L2 filter error accepted without --force")
+    dist.add_argument("--force", action="store_true", help="write the model even when a layer exceeds --max-error")
     dist.add_argument("--overwrite", action="store_true", help="replace an earlier hyena-hf output in OUTPUT_DIR")
     dist.set_defaults(func=cmd_distill)
 
-    ev = sub.add_parser("eval", help="lm-evaluation-harness (default: the SuperGLUE set)")
-    ev.add_argument("model", help="local folder or hub id")
-    ev.add_argument("--tasks", nargs="+", default=None, help="default: boolq cb copa multirc record sglue_rte wic wsc")
-    ev.add_argument("--num-fewshot", type=int, default=0)
+    ev = _parser(sub, "eval", "lm-evaluation-harness on SuperGLUE (or any lm-eval tasks)")
+    ev.add_argument("model", help="model folder or hub repo id")
+    ev.add_argument("--tasks", nargs="+", default=None, help="lm-eval task names (default: boolq cb copa multirc "
+                    "record sglue_rte wic wsc)")
+    ev.add_argument("--num-fewshot", type=int, default=0, help="in-context examples per question")
     ev.add_argument("--local", action="store_true", help="offline: the *_local tasks on local SuperGLUE-format data")
-    ev.add_argument("--data-dir", help="folder of <task>.jsonl files for --local (default: the shipped tiny set)")
-    ev.add_argument("--limit", type=int, default=None)
-    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--data-dir", help="folder of <task>.jsonl files for --local, only the named tasks needed "
+                    "(default: the shipped tiny set)")
+    ev.add_argument("--limit", type=int, default=None, help="questions per task (default: all)")
+    ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
     ev.add_argument("--output", help="write the metrics as JSON here")
     ev.set_defaults(func=cmd_eval)
 
-    tasks = sub.add_parser("eval-tasks", help="write SuperGLUE task definitions on local data for `lm_eval --include_path`")
+    tasks = _parser(sub, "eval-tasks", "write SuperGLUE task definitions on local data for `lm_eval --include_path`")
     tasks.add_argument("output_dir", help="folder for the <task>_local.yaml files (and record_hyena.yaml)")
     tasks.add_argument("--data-dir", help="folder of <task>.jsonl files (default: the shipped tiny set)")
-    tasks.add_argument("--tasks", nargs="+", default=None, help="default: all of SuperGLUE")
+    tasks.add_argument("--tasks", nargs="+", default=None, help="SuperGLUE tasks (default: all)")
     tasks.set_defaults(func=cmd_eval_tasks)
 
-    syn = sub.add_parser("synthetic", help="associative recall / induction heads: Hyena vs H3 vs GPT-2")
-    syn.add_argument("--task", choices=["recall", "induction"], default="recall")
-    syn.add_argument("--models", nargs="+", default=["hyena", "h3", "gpt2"], choices=["hyena", "h3", "gpt2"])
-    syn.add_argument("--vocab", type=int, default=8)
-    syn.add_argument("--num-pairs", type=int, default=4)
-    syn.add_argument("--num-queries", type=int, default=8)
-    syn.add_argument("--seq-len", type=int, default=32)
-    syn.add_argument("--steps", type=int, default=2000)
-    syn.add_argument("--hidden-size", type=int, default=128)
-    syn.add_argument("--layers", type=int, default=2)
-    syn.add_argument("--train-examples", type=int, default=20000)
-    syn.add_argument("--learning-rate", type=float, default=3e-3)
-    syn.add_argument("--output-dir", default="synthetic_output")
+    syn = _parser(sub, "synthetic", "associative recall / induction heads: Hyena vs H3 vs GPT-2")
+    syn.add_argument("--task", choices=["recall", "induction"], default="recall", help="synthetic task")
+    syn.add_argument("--models", nargs="+", default=["hyena", "h3", "gpt2"], choices=["hyena", "h3", "gpt2"],
+                     help="models to train and compare")
+    syn.add_argument("--vocab", type=int, default=8, help="keys and values (recall) or tokens (induction)")
+    syn.add_argument("--num-pairs", type=int, default=4, help="key-value pairs per example (recall)")
+    syn.add_argument("--num-queries", type=int, default=8, help="queries per example (recall)")
+    syn.add_argument("--seq-len", type=int, default=32, help="sequence length (induction)")
+    syn.add_argument("--steps", type=int, default=2000, help="training steps per model")
+    syn.add_argument("--hidden-size", type=int, default=128, help="model width")
+    syn.add_argument("--layers", type=int, default=2, help="model depth")
+    syn.add_argument("--train-examples", type=int, default=20000, help="training set size")
+    syn.add_argument("--learning-rate", type=float, default=3e-3, help="AdamW learning rate")
+    syn.add_argument("--output-dir", default="synthetic_output", help="folder for the table, JSON and plot")
     syn.set_defaults(func=cmd_synthetic)
 
-    bench = sub.add_parser("bench", help="run a benchmark script of the checkout (arguments passed through)")
-    bench.add_argument("which", choices=["generate", "distill", "long-conv", "model"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = _parser(sub, "bench", "run an installed benchmark (its own --help lists its options)")
+    bench.add_argument("which", choices=sorted(BENCHMARKS), help="benchmark")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark")
     bench.set_defaults(func=cmd_bench)
 
-    demo = sub.add_parser("demo", help="train a small Hyena on associative recall offline, save, reload, generate")
-    demo.add_argument("--output-dir", default="demo_output")
-    demo.add_argument("--steps", type=int, default=3000)
-    demo.add_argument("--learning-rate", type=float, default=3e-3)
-    demo.add_argument("--hidden-size", type=int, default=128)
-    demo.add_argument("--num-keys", type=int, default=8)
-    demo.add_argument("--num-pairs", type=int, default=4)
-    demo.add_argument("--num-queries", type=int, default=8)
-    demo.add_argument("--train-examples", type=int, default=20000)
-    demo.add_argument("--fresh-prompts", type=int, default=256)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = _parser(sub, "demo", "train a small Hyena on associative recall offline, save, reload, generate")
+    demo.add_argument("--output-dir", default="demo_output", help="folder for the trained model and reports")
+    demo.add_argument("--steps", type=int, default=3000, help="training steps")
+    demo.add_argument("--learning-rate", type=float, default=3e-3, help="AdamW learning rate")
+    demo.add_argument("--hidden-size", type=int, default=128, help="model width")
+    demo.add_argument("--num-keys", type=int, default=8, help="distinct keys (and values)")
+    demo.add_argument("--num-pairs", type=int, default=4, help="key-value pairs per example")
+    demo.add_argument("--num-queries", type=int, default=8, help="queries per example")
+    demo.add_argument("--train-examples", type=int, default=20000, help="training set size")
+    demo.add_argument("--fresh-prompts", type=int, default=256, help="fresh prompts answered after reloading")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--model", help="skip training: generate with this local folder or hub id")
     demo.add_argument("--prompt", action="append", help="prompt for --model (repeatable)")
-    demo.add_argument("--max-new-tokens", type=int, default=20)
+    demo.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate for --model")
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 failed (one line naming the cause on stderr), 2 bad usage (argparse)."""
     args = build_parser().parse_args(argv)
     try:
+        from hyena_hf import register_auto_classes
+
+        register_auto_classes()  # deferred until here so that --help and usage errors answer at once
         args.func(args)
-    except (ValueError, RuntimeError, OSError, KeyError) as exc:
-        print(f"hyena-hf {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"hyena-hf {args.command}: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:  # one line naming the cause, never a traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, (KeyError, ImportError, AttributeError, TypeError, IndexError)):
+            message = f"{type(exc).__name__}: {message}"
+        print(f"hyena-hf {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 

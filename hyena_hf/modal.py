@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .precision import KeepsFloat32
+from .thresholds import DISTILL_MAX_ERROR
 
 
 class ModalFilter(KeepsFloat32):
@@ -150,16 +151,63 @@ def relative_error(h: torch.Tensor, poles: torch.Tensor, residues: torch.Tensor)
     return ((approx - h.to(approx.dtype)).norm() / h.norm().clamp(min=1e-30)).item()
 
 
+# A Hankel singular value below this fraction of the largest no longer shapes the filter (suggested state size).
+SPECTRUM_FLOOR = 1e-3
+
+
+class DistillationError(ValueError):
+    """A layer's filters are fitted worse than the accepted error; the message names the layers."""
+
+
 @dataclass
 class DistillReport:
     state_size: int
     relative_l2_error: dict[int, float] = field(default_factory=dict)  # layer -> error over all its filters
     hankel_singular_values: dict[int, list[float]] = field(default_factory=dict)  # layer -> mean normalised spectrum
+    suggested_state_size: dict[int, int] = field(default_factory=dict)  # layer -> smallest N with s[2N] < floor
+
+    def _singular(self, layer: int, index: int) -> float:
+        values = self.hankel_singular_values[layer]
+        return values[min(index, len(values) - 1)]
+
+    def table(self) -> str:
+        """Per-layer markdown table: error, spectrum decay at N and 2N, suggested N."""
+        n = self.state_size
+        rows = ["| layer | relative L2 error | s[N] | s[2N] | suggested N |", "|---|---|---|---|---|"]
+        rows += [f"| {layer} | {error:.3e} | {self._singular(layer, n):.1e} | {self._singular(layer, 2 * n):.1e} | "
+                 f"{self.suggested_state_size[layer]} |" for layer, error in self.relative_l2_error.items()]
+        return "\n".join(rows)
+
+    def to_dict(self) -> dict:
+        return {"state_size": self.state_size, "relative_l2_error": self.relative_l2_error,
+                "suggested_state_size": self.suggested_state_size,
+                "hankel_singular_values": self.hankel_singular_values}
+
+    def check(self, max_error: float) -> None:
+        """Raise :class:`DistillationError` naming every layer whose error exceeds ``max_error``."""
+        bad = {layer: error for layer, error in self.relative_l2_error.items() if error > max_error}
+        if bad:
+            worst = ", ".join(f"layer {layer} {error:.2f}" for layer, error in bad.items())
+            suggested = max(self.suggested_state_size.values())
+            raise DistillationError(f"state size {self.state_size} fits the filters too poorly ({worst} relative L2 "
+                                    f"error > {max_error:g}); try --state-size {suggested}, or --force to keep it")
 
 
-def distill(model, state_size: int, refine_steps: int = 0, length: int | None = None, progress: bool = True):
+def _suggested_state_size(spectrum: torch.Tensor) -> int:
+    """Smallest N whose normalised Hankel singular value s[2N] is below :data:`SPECTRUM_FLOOR` (ERA needs 2N
+    singular directions for N conjugate-pair modes)."""
+    below = (spectrum < SPECTRUM_FLOOR).nonzero()
+    k = int(below[0]) if len(below) else len(spectrum)
+    return max(1, -(-k // 2))
+
+
+def distill(model, state_size: int, refine_steps: int = 0, length: int | None = None, progress: bool = True,
+            max_error: float = DISTILL_MAX_ERROR, force: bool = False):
     """Return ``(modal_model, report)``: a copy of ``model`` whose implicit Hyena filters are replaced by
-    ``state_size``-mode modal filters fitted on the first ``length`` (default ``max_position_embeddings``) taps."""
+    ``state_size``-mode modal filters fitted on the first ``length`` (default ``max_position_embeddings``) taps.
+
+    With ``progress`` the per-layer report is printed. A layer whose relative L2 filter error exceeds ``max_error``
+    raises :class:`DistillationError` unless ``force``."""
     from .modeling_hyena import HyenaOperator
 
     config = model.config
@@ -180,12 +228,17 @@ def distill(model, state_size: int, refine_steps: int = 0, length: int | None = 
             h = mixer.filter(length)  # (channels, L)
         poles, residues, singular = fit_modal(h, state_size, refine_steps)
         report.relative_l2_error[i] = relative_error(h.double(), poles, residues)
-        spectrum = singular / singular[:, :1].clamp(min=1e-30)
-        report.hankel_singular_values[i] = spectrum.mean(0)[: 4 * state_size].tolist()
+        spectrum = (singular / singular[:, :1].clamp(min=1e-30)).mean(0)
+        report.hankel_singular_values[i] = spectrum[: 4 * state_size].tolist()
+        report.suggested_state_size[i] = _suggested_state_size(spectrum)
         prefix = f"backbone.layers.{i}.mixer.filter."
         fitted[prefix + "poles"] = torch.view_as_real(poles).float()
         fitted[prefix + "residues"] = torch.view_as_real(residues).float()
         fitted[prefix + "D"] = mixer.filter.D.detach()
+    if progress:
+        print(report.table())
+    if not force:
+        report.check(max_error)
     state = {k: v for k, v in model.state_dict().items() if ".mixer.filter." not in k}
     state.update(fitted)
     missing, unexpected = new_model.load_state_dict(state, strict=False)

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,25 +131,44 @@ def test_hub_download_path_with_local_stand_in(tmp_path, monkeypatch):
     _check_logits(AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval(), "hyenadna_lm", fp64=False)
 
 
-def test_push_to_hub_with_local_stand_in(tmp_path):
-    class FakeApi:
-        def __init__(self):
-            self.repos, self.uploads = [], []
+def test_push_to_hub_with_a_local_stand_in_for_the_hub(tmp_path, monkeypatch):
+    """push_to_hub (model, tokenizer, card, conversion record) against a local folder standing in for the hub: the
+    commits huggingface_hub would send are written there (no network)."""
+    import types
 
-        def create_repo(self, repo_id, exist_ok=False):
-            self.repos.append(repo_id)
+    from huggingface_hub import HfApi, ModelCard
 
-        def upload_folder(self, folder_path, repo_id, commit_message):
-            self.uploads.append(repo_id)
-            shutil.copytree(folder_path, tmp_path / "remote" / repo_id)
+    remote = tmp_path / "remote"
+    commits = []
 
-    api = FakeApi()
-    folder = fixture_dir("safari_hyena_lm")
-    convert_to_folder(str(folder / "model.ckpt"), tmp_path / "out", original_config=folder / "meta.json",
-                      push_to_hub="me/hyena-test", hub_api=api)
-    assert api.repos == ["me/hyena-test"] and api.uploads == ["me/hyena-test"]
-    remote = tmp_path / "remote" / "me/hyena-test"
-    assert (remote / "model.safetensors").exists() and (remote / "config.json").exists()
+    def create_repo(self, repo_id, **kwargs):
+        return types.SimpleNamespace(repo_id=repo_id)
+
+    def create_commit(self, repo_id, operations, commit_message=None, **kwargs):
+        commits.append((repo_id, commit_message))
+        for op in operations:
+            target = remote / repo_id / op.path_in_repo
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = op.path_or_fileobj
+            target.write_bytes(Path(source).read_bytes() if isinstance(source, (str, Path)) else source.read())
+
+    def validate(card, repo_type=None):  # the hub's YAML check, done locally
+        data = ModelCard(str(card)).data.to_dict()
+        assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(ModelCard, "validate", validate)
+    folder = fixture_dir("hyenadna_lm")
+    convert_to_folder(str(folder / "weights.ckpt"), tmp_path / "out", push_to_hub="me/hyena-test")
+    assert {repo for repo, _ in commits} == {"me/hyena-test"}
+    pushed = remote / "me/hyena-test"
+    for name in ("model.safetensors", "config.json", "hyena_remote.py", "modeling_hyena.py", "vocab.json",
+                 "tokenizer_config.json", "hyena_remote_tokenizer.py", "README.md", "conversion.json"):
+        assert (pushed / name).is_file(), name
+    assert (pushed / "README.md").read_text() == (tmp_path / "out" / "README.md").read_text()
+    model = AutoModelForCausalLM.from_pretrained(pushed).eval()
+    _check_logits(model, "hyenadna_lm", fp64=False)
 
 
 def test_dtype_and_sharding(tmp_path):

@@ -45,7 +45,7 @@ def test_refinement_does_not_increase_the_error():
 
 def test_distilled_model_decodes_saves_and_loads(tmp_path):
     model = tiny_model(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4, num_hidden_layers=3)
-    modal, report = distill(model, state_size=8, progress=False)
+    modal, report = distill(model, state_size=8, progress=False, force=True)  # a random model: quality aside
     assert modal.config.filter_type == "modal" and modal.config.modal_state_size == 8
     assert set(report.relative_l2_error) == {0, 2} and all(e >= 0 for e in report.relative_l2_error.values())
     assert modal.backbone.layers[0].mixer.filter.poles.dtype == torch.float32

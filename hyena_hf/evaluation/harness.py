@@ -59,7 +59,9 @@ def write_local_tasks(data_dir: str | Path = TINY_DATA, out_dir: str | Path | No
 
 def make_lm(model, tokenizer=None, batch_size: int = 8):
     """An lm-eval ``HFLM`` around a Hyena model (a path / hub id, or a model object plus its tokenizer)."""
-    import hyena_hf  # noqa: F401  (Auto classes)
+    from hyena_hf import register_auto_classes
+
+    register_auto_classes()
     from lm_eval.models.huggingface import HFLM
 
     if isinstance(model, str):
