@@ -8,7 +8,7 @@ VENV ?= $(HOME)/.cache/hyena-hf/venv-$(VENV_KEY)
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 SHELL := /bin/bash
 
-.PHONY: install test demo bench clean-venv
+.PHONY: install lint test demo bench clean-venv
 
 $(VENV)/.installed: constraints.txt setup.cfg pyproject.toml
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ $(VENV)/.installed: constraints.txt setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# ruff (configured in pyproject.toml): lint and formatting, checked before every test run.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # Triton kernels are tested on CPU by its interpreter (must be set before the kernels are imported).
-test: install
+test: lint
 	TRITON_INTERPRET=1 $(VENV)/bin/python -m pytest -q tests
 
 demo: install

@@ -81,13 +81,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     max_len = max(args.contexts) + args.steps + 1
-    hyena = HyenaForCausalLM(HyenaConfig(vocab_size=50257, hidden_size=args.hidden_size,
-                                         num_hidden_layers=args.layers, max_position_embeddings=max_len,
-                                         filter_order=64, filter_emb_dim=33, embd_pdrop=0.0)).eval()
+    hyena = HyenaForCausalLM(
+        HyenaConfig(
+            vocab_size=50257,
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers,
+            max_position_embeddings=max_len,
+            filter_order=64,
+            filter_emb_dim=33,
+            embd_pdrop=0.0,
+        )
+    ).eval()
     modal = {n: distill(hyena, n, length=min(max_len, 4096), progress=False, force=True)[0] for n in args.modal_sizes}
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=args.hidden_size, n_layer=args.layers,
-                                      n_head=max(1, args.hidden_size // 64), n_positions=max_len,
-                                      attn_implementation="sdpa")).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=50257,
+            n_embd=args.hidden_size,
+            n_layer=args.layers,
+            n_head=max(1, args.hidden_size // 64),
+            n_positions=max_len,
+            attn_implementation="sdpa",
+        )
+    ).eval()
     rows = []
     for batch in args.batches:
         for context in tqdm(args.contexts, desc=f"bench generate, batch {batch}"):
@@ -98,26 +113,40 @@ def main() -> None:
                 row[f"modal{n}_s"], row[f"modal{n}_bytes"] = hyena_decode(model, batch, context, args.steps)
             row["gpt2_kv_s"], row["gpt2_kv_bytes"] = gpt2_decode(gpt2, batch, context, args.steps)
             rows.append(row)
-            print(f"B={batch:2d} C={context:6d}  recompute {row['recompute_s'] * 1e3:9.1f} ms  "
-                  f"exact {row['exact_cache_s'] * 1e3:7.2f} ms ({row['recompute_s'] / row['exact_cache_s']:6.1f}x)  "
-                  + "  ".join(f"modal{n} {row[f'modal{n}_s'] * 1e3:6.2f} ms" for n in modal)
-                  + f"  gpt2-kv {row['gpt2_kv_s'] * 1e3:6.2f} ms", flush=True)
+            print(
+                f"B={batch:2d} C={context:6d}  recompute {row['recompute_s'] * 1e3:9.1f} ms  "
+                f"exact {row['exact_cache_s'] * 1e3:7.2f} ms ({row['recompute_s'] / row['exact_cache_s']:6.1f}x)  "
+                + "  ".join(f"modal{n} {row[f'modal{n}_s'] * 1e3:6.2f} ms" for n in modal)
+                + f"  gpt2-kv {row['gpt2_kv_s'] * 1e3:6.2f} ms",
+                flush=True,
+            )
     summary = {}
     for batch in args.batches:
         sub = [r for r in rows if r["batch"] == batch]
         for n in modal:
             summary[f"B{batch}_modal{n}_flatness_{sub[0]['context']}_to_{sub[-1]['context']}"] = (
-                sub[-1][f"modal{n}_s"] / sub[0][f"modal{n}_s"])
+                sub[-1][f"modal{n}_s"] / sub[0][f"modal{n}_s"]
+            )
         for r in sub:
             summary[f"B{batch}_C{r['context']}_exact_vs_recompute_speedup"] = r["recompute_s"] / r["exact_cache_s"]
             for n in modal:
                 summary[f"B{batch}_C{r['context']}_modal{n}_vs_gpt2kv_speedup"] = r["gpt2_kv_s"] / r[f"modal{n}_s"]
-    result = {"command": "python benchmarks/bench_generate.py " + " ".join(
-                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                  for k, v in vars(args).items() if k != "out"),
-              "device": "cpu", "threads": args.threads, "machine": cpu_model(),
-              "torch": torch.__version__, "hidden_size": args.hidden_size, "layers": args.layers,
-              "rows": rows, "ratios": summary}
+    result = {
+        "command": "python benchmarks/bench_generate.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if k != "out"
+        ),
+        "device": "cpu",
+        "threads": args.threads,
+        "machine": cpu_model(),
+        "torch": torch.__version__,
+        "hidden_size": args.hidden_size,
+        "layers": args.layers,
+        "rows": rows,
+        "ratios": summary,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_generate_cpu.json").write_text(json.dumps(result, indent=2))

@@ -5,7 +5,8 @@
 
 Operation: y = post * (causal_conv(pre * v, h) + D * pre * v), shapes (B, D, L). Reports forward and forward+backward
 time, achieved bandwidth, the bandwidth floor (bytes that must move / measured copy bandwidth), peak memory above the
-inputs (CUDA allocator counter; on CPU the profiler's allocation records) and speed-up ratios. On a machine without CUDA it times the PyTorch paths only and says so. Writes JSON.
+inputs (CUDA allocator counter; on CPU the profiler's allocation records) and speed-up ratios. On a machine without
+CUDA it times the PyTorch paths only and says so. Writes JSON.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyena_hf.ops import long_conv_torch
 from hyena_hf.benchmarks.timing import median_seconds, peak_memory_bytes
+from hyena_hf.ops import long_conv_torch
 
 
 def reference_conv(v, h, D, pre, post):
@@ -79,9 +80,14 @@ def main() -> None:
                 # bytes that must move (h and D are small): forward v, pre, post in and y out; the backward adds
                 # dy, v, pre, post in and dv, d_pre, d_post out
                 must_move = 4 * B * channels * L * v.element_size()
-                row = {"dtype": dtype_name, "batch": B, "channels": channels, "length": L,
-                       "bandwidth_floor_s": must_move / floor_bw,
-                       "bandwidth_floor_fwdbwd_s": must_move * 11 / 4 / floor_bw}
+                row = {
+                    "dtype": dtype_name,
+                    "batch": B,
+                    "channels": channels,
+                    "length": L,
+                    "bandwidth_floor_s": must_move / floor_bw,
+                    "bandwidth_floor_fwdbwd_s": must_move * 11 / 4 / floor_bw,
+                }
                 if triton_ok:  # the timings only mean something if the kernel is right on this device
                     want = long_conv_torch(*[t.double() for t in inputs])
                     got = triton_long_conv(*inputs).double()
@@ -110,9 +116,22 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "bench_long_conv_" + (torch.cuda.get_device_name().replace(" ", "_") if triton_ok else "cpu") + ".json"
-    (out / name).write_text(json.dumps({"command": "python benchmarks/bench_long_conv.py " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "out"),
-        "device": str(device), "copy_bandwidth_GBps": floor_bw / 1e9, "rows": rows}, indent=2))
+    (out / name).write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/bench_long_conv.py "
+                + " ".join(
+                    f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in vars(args).items()
+                    if k != "out"
+                ),
+                "device": str(device),
+                "copy_bandwidth_GBps": floor_bw / 1e9,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

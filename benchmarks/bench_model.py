@@ -33,20 +33,49 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backward", action="store_true")
-    parser.add_argument("--gpt2-max-length", type=int, default=32768,
-                        help="skip GPT-2 above this length (its O(L^2) attention takes minutes on CPU)")
+    parser.add_argument(
+        "--gpt2-max-length",
+        type=int,
+        default=32768,
+        help="skip GPT-2 above this length (its O(L^2) attention takes minutes on CPU)",
+    )
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     max_len = max(args.lengths)
     torch.manual_seed(0)
-    hyena = HyenaForCausalLM(HyenaConfig(vocab_size=50257, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
-                                         max_position_embeddings=max_len, filter_order=64, filter_emb_dim=33,
-                                         embd_pdrop=0.0, use_cache=False)).to(device).eval()
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=args.hidden_size, n_layer=args.layers,
-                                      n_head=max(1, args.hidden_size // 64), n_positions=max_len,
-                                      attn_implementation="sdpa", use_cache=False)).to(device).eval()
+    hyena = (
+        HyenaForCausalLM(
+            HyenaConfig(
+                vocab_size=50257,
+                hidden_size=args.hidden_size,
+                num_hidden_layers=args.layers,
+                max_position_embeddings=max_len,
+                filter_order=64,
+                filter_emb_dim=33,
+                embd_pdrop=0.0,
+                use_cache=False,
+            )
+        )
+        .to(device)
+        .eval()
+    )
+    gpt2 = (
+        GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=50257,
+                n_embd=args.hidden_size,
+                n_layer=args.layers,
+                n_head=max(1, args.hidden_size // 64),
+                n_positions=max_len,
+                attn_implementation="sdpa",
+                use_cache=False,
+            )
+        )
+        .to(device)
+        .eval()
+    )
     check_supported(hyena)
     with torch.no_grad():  # the plain reference must compute the same function before it is worth timing
         ids = torch.randint(0, 50257, (1, min(1024, max_len)), device=device)
@@ -66,6 +95,7 @@ def main() -> None:
                 else:
                     with torch.no_grad():
                         plain_forward(model, ids, 1) if plain else model(ids, logits_to_keep=1)
+
             return fn
 
         contenders = {"hyena_s": run(hyena), "plain_hyena_s": run(hyena, plain=True)}
@@ -73,24 +103,37 @@ def main() -> None:
             contenders["gpt2_sdpa_s"] = run(gpt2)
         row.update(interleaved_median_seconds(contenders, args.repeats))
         for name, fn in contenders.items():
-            row[name[:-len("_s")] + "_peak_mib"] = peak_memory_bytes(fn) / 2**20
+            row[name[: -len("_s")] + "_peak_mib"] = peak_memory_bytes(fn) / 2**20
         row["hyena_vs_plain"] = row["plain_hyena_s"] / row["hyena_s"]
-        line = (f"L={L:6d} hyena {row['hyena_s'] * 1e3:9.1f} ms {row['hyena_peak_mib']:7.0f} MiB | plain "
-                f"{row['plain_hyena_s'] * 1e3:9.1f} ms {row['plain_hyena_peak_mib']:7.0f} MiB ({row['hyena_vs_plain']:.2f}x)")
+        line = (
+            f"L={L:6d} hyena {row['hyena_s'] * 1e3:9.1f} ms {row['hyena_peak_mib']:7.0f} MiB | plain "
+            f"{row['plain_hyena_s'] * 1e3:9.1f} ms {row['plain_hyena_peak_mib']:7.0f} MiB "
+            f"({row['hyena_vs_plain']:.2f}x)"
+        )
         if "gpt2_sdpa_s" in row:
             row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
-            line += (f" | gpt2-sdpa {row['gpt2_sdpa_s'] * 1e3:9.1f} ms {row['gpt2_sdpa_peak_mib']:7.0f} MiB "
-                     f"({row['hyena_vs_gpt2']:.2f}x)")
+            line += (
+                f" | gpt2-sdpa {row['gpt2_sdpa_s'] * 1e3:9.1f} ms {row['gpt2_sdpa_peak_mib']:7.0f} MiB "
+                f"({row['hyena_vs_gpt2']:.2f}x)"
+            )
         rows.append(row)
         print(line, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "fwdbwd" if args.backward else "fwd"
-    (out / f"bench_model_{device.type}_{suffix}.json").write_text(json.dumps(
-        {"command": f"python benchmarks/bench_model.py --lengths {' '.join(map(str, args.lengths))} --hidden-size "
-                    f"{args.hidden_size} --layers {args.layers} --threads {args.threads} --repeats {args.repeats}"
-                    + (" --backward" if args.backward else ""),
-         "device": str(device), "plain_max_abs_logits_diff": plain_diff, "rows": rows}, indent=2))
+    (out / f"bench_model_{device.type}_{suffix}.json").write_text(
+        json.dumps(
+            {
+                "command": f"python benchmarks/bench_model.py --lengths {' '.join(map(str, args.lengths))} "
+                f"--hidden-size {args.hidden_size} --layers {args.layers} --threads {args.threads} "
+                f"--repeats {args.repeats}" + (" --backward" if args.backward else ""),
+                "device": str(device),
+                "plain_max_abs_logits_diff": plain_diff,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

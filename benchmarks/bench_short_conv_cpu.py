@@ -1,6 +1,6 @@
 """CPU: direct depthwise convolution vs real-FFT convolution for short L (sets hyena_hf.ops.DIRECT_CONV_MAX_LEN).
 
-    python benchmarks/bench_short_conv_cpu.py
+python benchmarks/bench_short_conv_cpu.py
 """
 
 import json
@@ -29,13 +29,24 @@ def main() -> None:
             assert torch.allclose(direct(u, h), ops.causal_conv_torch(u, h), atol=1e-3)
             fft_s = median_seconds(lambda: ops.causal_conv_torch(u, h), 7)
             direct_s = median_seconds(lambda: direct(u, h), 7)
-            rows.append({"batch": batch, "channels": channels, "length": length, "fft_s": fft_s,
-                         "direct_s": direct_s, "fft_over_direct": fft_s / direct_s})
-            print(f"B={batch} C={channels} L={length}: fft {fft_s * 1e3:.3f} ms, direct {direct_s * 1e3:.3f} ms, "
-                  f"ratio {fft_s / direct_s:.2f}")
+            rows.append(
+                {
+                    "batch": batch,
+                    "channels": channels,
+                    "length": length,
+                    "fft_s": fft_s,
+                    "direct_s": direct_s,
+                    "fft_over_direct": fft_s / direct_s,
+                }
+            )
+            print(
+                f"B={batch} C={channels} L={length}: fft {fft_s * 1e3:.3f} ms, direct {direct_s * 1e3:.3f} ms, "
+                f"ratio {fft_s / direct_s:.2f}"
+            )
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path("benchmarks/results/bench_short_conv_cpu.json").write_text(json.dumps(
-        {"command": "python benchmarks/bench_short_conv_cpu.py", "threads": 2, "rows": rows}, indent=2))
+    Path("benchmarks/results/bench_short_conv_cpu.json").write_text(
+        json.dumps({"command": "python benchmarks/bench_short_conv_cpu.py", "threads": 2, "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

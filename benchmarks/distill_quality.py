@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pydoc_data.topics
 import time
 from pathlib import Path
 
-import pydoc_data.topics
 import torch
-from tqdm.auto import tqdm
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, distill
 
@@ -42,12 +42,31 @@ def train_char_lm(train_ids: torch.Tensor, vocab: int, seq_len: int, steps: int)
     rows = windows(train_ids, seq_len)
     data = Dataset.from_dict({"input_ids": rows.tolist(), "labels": rows.tolist()})
     torch.manual_seed(0)
-    model = HyenaForCausalLM(HyenaConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=4,
-                                         max_position_embeddings=seq_len, filter_order=64, filter_emb_dim=9,
-                                         filter_sin_freq=14.0, embd_pdrop=0.0, pad_vocab_size_multiple=8))
-    args = TrainingArguments(output_dir="/tmp/distill_quality_lm", per_device_train_batch_size=16, max_steps=steps,
-                             learning_rate=2e-3, warmup_steps=steps // 20, lr_scheduler_type="cosine",
-                             logging_steps=max(1, steps // 10), save_strategy="no", report_to=[], use_cpu=True)
+    model = HyenaForCausalLM(
+        HyenaConfig(
+            vocab_size=vocab,
+            hidden_size=128,
+            num_hidden_layers=4,
+            max_position_embeddings=seq_len,
+            filter_order=64,
+            filter_emb_dim=9,
+            filter_sin_freq=14.0,
+            embd_pdrop=0.0,
+            pad_vocab_size_multiple=8,
+        )
+    )
+    args = TrainingArguments(
+        output_dir="/tmp/distill_quality_lm",
+        per_device_train_batch_size=16,
+        max_steps=steps,
+        learning_rate=2e-3,
+        warmup_steps=steps // 20,
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, steps // 10),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+    )
     Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator).train()
     return model.eval()
 
@@ -89,16 +108,24 @@ def main() -> None:
         scores = evaluate(modal, model, held_out)
         scores["filter_relative_l2_error"] = report.relative_l2_error
         results[f"modal{n}"] = scores
-        print(f"N={n:3d}: perplexity {scores['perplexity']:.3f}  KL(original||modal) {scores['kl_from_original']:.2e} "
-              f"nats/token  filter error per layer "
-              + " ".join(f"{e:.2e}" for e in report.relative_l2_error.values()))
+        print(
+            f"N={n:3d}: perplexity {scores['perplexity']:.3f}  KL(original||modal) {scores['kl_from_original']:.2e} "
+            f"nats/token  filter error per layer " + " ".join(f"{e:.2e}" for e in report.relative_l2_error.values())
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "distill_quality_cpu.json").write_text(json.dumps(
-        {"command": f"python benchmarks/distill_quality.py --state-sizes {' '.join(map(str, args.state_sizes))} "
-                    f"--seq-len {args.seq_len} --steps {args.steps} --refine-steps {args.refine_steps}",
-         "model": "char-level Hyena LM, width 128, 4 layers, order 2, trained on pydoc_data/topics.py",
-         "train_seconds": train_seconds, "results": results}, indent=2))
+    (out / "distill_quality_cpu.json").write_text(
+        json.dumps(
+            {
+                "command": f"python benchmarks/distill_quality.py --state-sizes {' '.join(map(str, args.state_sizes))} "
+                f"--seq-len {args.seq_len} --steps {args.steps} --refine-steps {args.refine_steps}",
+                "model": "char-level Hyena LM, width 128, 4 layers, order 2, trained on pydoc_data/topics.py",
+                "train_seconds": train_seconds,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

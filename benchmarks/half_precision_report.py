@@ -17,10 +17,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import CHECKPOINT_FILES, fixture_tensors, load_fixture_model  # noqa: E402
-
-from hyena_hf.precision import logits_agreement  # noqa: E402
 from hyena_hf.benchmarks.timing import cpu_model  # noqa: E402
+from hyena_hf.precision import logits_agreement  # noqa: E402
+
+from conftest import CHECKPOINT_FILES, fixture_tensors, load_fixture_model  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,14 +75,23 @@ def main() -> None:
                         continue
                     with torch.no_grad():
                         logits = [model.eval()(x).logits for x in ids]
-                    rel, agree = logits_agreement(torch.cat([x.flatten(0, 1) for x in logits]),
-                                                  torch.cat([x.flatten(0, 1) for x in reference]))
-                    rows.append({"fixture": name, "dtype": dtype_name, "route": route, "relative_l2": rel,
-                                 "argmax_agreement": agree})
+                    rel, agree = logits_agreement(
+                        torch.cat([x.flatten(0, 1) for x in logits]), torch.cat([x.flatten(0, 1) for x in reference])
+                    )
+                    rows.append(
+                        {
+                            "fixture": name,
+                            "dtype": dtype_name,
+                            "route": route,
+                            "relative_l2": rel,
+                            "argmax_agreement": agree,
+                        }
+                    )
                     print(f"{name:28s} {dtype_name:9s} {route:28s} rel L2 {rel:.2e}  argmax {agree:.1%}")
     if args.output:
-        Path(args.output).write_text(json.dumps({"cpu": cpu_model(),
-                                                 "torch": torch.__version__, "rows": rows}, indent=2))
+        Path(args.output).write_text(
+            json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def _allowed_globals() -> dict[str, object]:
     if _allowed is None:
         from torch._weights_only_unpickler import _get_allowed_globals
 
-        allowed = {k: v for k, v in _get_allowed_globals().items()
-                   if k != "builtins.bytearray" and not k.startswith("numpy")}
+        allowed = {
+            k: v for k, v in _get_allowed_globals().items() if k != "builtins.bytearray" and not k.startswith("numpy")
+        }
         allowed["collections.OrderedDict"] = OrderedDict
         _allowed = allowed
     return _allowed
@@ -171,8 +172,10 @@ class RestrictedUnpickler(pickle._Unpickler):
         elif kind is OrderedDict and isinstance(state, dict):
             inst.__dict__.update(state)
         else:
-            _refuse(f"applies state to {getattr(inst, '__name__', kind.__name__)!r}, which is not a fresh tensor, "
-                    "ordered dict or skipped object")
+            _refuse(
+                f"applies state to {getattr(inst, '__name__', kind.__name__)!r}, which is not a fresh tensor, "
+                "ordered dict or skipped object"
+            )
 
     def load_binpersid(self):
         pid = self.stack.pop()
@@ -244,14 +247,18 @@ def _zip_record_sizes(path: Path, file_size: int) -> dict[str, int] | None:
         raise ConversionError(f"truncated or corrupt checkpoint file {path}: {exc}") from None
     expanded = sum(info.file_size for info in infos)
     if expanded > file_size:
-        raise ConversionError(f"checkpoint file {path} expands to {expanded} bytes from {file_size} (compressed "
-                              "records; torch.save never compresses): refusing to read it")
+        raise ConversionError(
+            f"checkpoint file {path} expands to {expanded} bytes from {file_size} (compressed "
+            "records; torch.save never compresses): refusing to read it"
+        )
     pickles = [info.filename for info in infos if info.filename.endswith("/data.pkl") or info.filename == "data.pkl"]
     if len(pickles) != 1:
-        raise ConversionError(f"checkpoint file {path} is a zip archive without exactly one data.pkl "
-                              f"(found {len(pickles)}); not a torch.save file")
+        raise ConversionError(
+            f"checkpoint file {path} is a zip archive without exactly one data.pkl "
+            f"(found {len(pickles)}); not a torch.save file"
+        )
     root = pickles[0][: -len("data.pkl")]
-    return {info.filename[len(root):]: info.file_size for info in infos if info.filename.startswith(root)}
+    return {info.filename[len(root) :]: info.file_size for info in infos if info.filename.startswith(root)}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,8 +16,12 @@ from .mapping import map_state_dict
 from .original_config import config_from_original
 
 FORMATS = ("safari", "hyenadna", "hyenadna-hf", "h3")
-_CANONICALIZE = {"safari": safari.canonicalize, "hyenadna": hyenadna.canonicalize,
-                 "hyenadna-hf": hyenadna.canonicalize_hf, "h3": h3.canonicalize}
+_CANONICALIZE = {
+    "safari": safari.canonicalize,
+    "hyenadna": hyenadna.canonicalize,
+    "hyenadna-hf": hyenadna.canonicalize_hf,
+    "h3": h3.canonicalize,
+}
 _FAMILY = {"safari": safari.FAMILY, "hyenadna": hyenadna.FAMILY, "hyenadna-hf": hyenadna.FAMILY, "h3": h3.FAMILY}
 
 
@@ -64,8 +68,9 @@ def read_original_config(path: str | Path) -> dict:
     return data
 
 
-def convert_state_dict(state_dict: dict[str, torch.Tensor], original_config: dict, fmt: str = "auto",
-                       modulation_shift: float | None = None) -> HyenaForCausalLM:
+def convert_state_dict(
+    state_dict: dict[str, torch.Tensor], original_config: dict, fmt: str = "auto", modulation_shift: float | None = None
+) -> HyenaForCausalLM:
     """Build a HyenaForCausalLM holding the original weights (float32 or as stored)."""
     if fmt == "auto":
         fmt = detect_format(state_dict)
@@ -81,8 +86,9 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], original_config: dic
     return model.eval()
 
 
-def convert_checkpoint(path: str | Path, original_config: dict | str | Path, fmt: str = "auto",
-                       modulation_shift: float | None = None) -> HyenaForCausalLM:
+def convert_checkpoint(
+    path: str | Path, original_config: dict | str | Path, fmt: str = "auto", modulation_shift: float | None = None
+) -> HyenaForCausalLM:
     if not isinstance(original_config, dict):
         original_config = read_original_config(original_config)
     state_dict = extract_state_dict(load_checkpoint(path))

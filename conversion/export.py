@@ -50,7 +50,9 @@ def _find_weights(folder: Path) -> Path:
     candidates = sorted(folder.glob("*.ckpt")) + sorted(folder.glob("*.pt")) + sorted(folder.glob("*.safetensors"))
     if len(candidates) == 1:
         return candidates[0]
-    raise ConversionError(f"cannot tell which file in {folder} holds the weights (found {[c.name for c in candidates]})")
+    raise ConversionError(
+        f"cannot tell which file in {folder} holds the weights (found {[c.name for c in candidates]})"
+    )
 
 
 def download_from_hub(repo_id: str, filename: str | None) -> Path:
@@ -99,8 +101,10 @@ def _tokenizer_for(family: str, config, tokenizer_path: str | None):
 
         return AutoTokenizer.from_pretrained("gpt2"), None
     except Exception:
-        return None, ("GPT-2 tokenizer not reachable: add it with `AutoTokenizer.from_pretrained('gpt2')"
-                      ".save_pretrained(OUTPUT_DIR)` on a machine with internet (or pass --tokenizer PATH)")
+        return None, (
+            "GPT-2 tokenizer not reachable: add it with `AutoTokenizer.from_pretrained('gpt2')"
+            ".save_pretrained(OUTPUT_DIR)` on a machine with internet (or pass --tokenizer PATH)"
+        )
 
 
 def parity_against_reference(model, reference: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -114,7 +118,7 @@ def parity_against_reference(model, reference: Path) -> tuple[dict[str, float], 
     max_abs, agreement = {}, {}
     vocab = model.config.vocab_size
     for key in sorted(k for k in tensors if k.startswith("input_ids")):
-        suffix = key[len("input_ids"):]
+        suffix = key[len("input_ids") :]
         target = tensors.get("logits" + suffix)
         if target is None:
             continue
@@ -136,9 +140,11 @@ def check_parity_bounds(agreement: dict[str, dict[str, float]], dtype: torch.dty
     max_relative, min_argmax = PARITY_BOUNDS[dtype]
     for name, figures in agreement.items():
         if figures["relative_l2"] > max_relative or figures["argmax_agreement"] < min_argmax:
-            raise ConversionError(f"parity check failed for {name} in {str(dtype).replace('torch.', '')}: relative L2 "
-                                  f"error {figures['relative_l2']:.2e} (bound {max_relative:.0e}), argmax agreement "
-                                  f"{figures['argmax_agreement']:.1%} (bound {min_argmax:.0%}); nothing was written")
+            raise ConversionError(
+                f"parity check failed for {name} in {str(dtype).replace('torch.', '')}: relative L2 "
+                f"error {figures['relative_l2']:.2e} (bound {max_relative:.0e}), argmax agreement "
+                f"{figures['argmax_agreement']:.1%} (bound {min_argmax:.0%}); nothing was written"
+            )
 
 
 def push_converted(model, tokenizer, card, folder: Path, repo_id: str) -> None:
@@ -152,15 +158,28 @@ def push_converted(model, tokenizer, card, folder: Path, repo_id: str) -> None:
     if tokenizer is not None:
         tokenizer.push_to_hub(repo_id, commit_message=message)
     card.push_to_hub(repo_id, commit_message=message)
-    HfApi().upload_file(path_or_fileobj=str(folder / "conversion.json"), path_in_repo="conversion.json",
-                        repo_id=repo_id, commit_message=message)
+    HfApi().upload_file(
+        path_or_fileobj=str(folder / "conversion.json"),
+        path_in_repo="conversion.json",
+        repo_id=repo_id,
+        commit_message=message,
+    )
 
 
-def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "auto",
-                      original_config: str | Path | None = None, preset: str | None = None, dtype: str = "float32",
-                      modulation_shift: float | None = None, reference: str | Path | None = None,
-                      tokenizer: str | None = None, push_to_hub: str | None = None, overwrite: bool = False,
-                      max_shard_size: str = "2GB") -> dict:
+def convert_to_folder(
+    source: str | None,
+    output_dir: str | Path,
+    fmt: str = "auto",
+    original_config: str | Path | None = None,
+    preset: str | None = None,
+    dtype: str = "float32",
+    modulation_shift: float | None = None,
+    reference: str | Path | None = None,
+    tokenizer: str | None = None,
+    push_to_hub: str | None = None,
+    overwrite: bool = False,
+    max_shard_size: str = "2GB",
+) -> dict:
     """Convert and write the model folder; returns the recorded conversion info."""
     output_dir = Path(output_dir)
     user_inputs = [Path(p) for p in (source, original_config, reference, tokenizer) if p and Path(p).exists()]
@@ -169,7 +188,6 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
         raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     preset_obj = get_preset(preset) if preset else None
     with tqdm(total=4 + bool(push_to_hub), desc="convert", unit="step") as steps:  # closes on errors too
-
         steps.set_postfix_str("resolve source")
         resolved = resolve_source(source, preset_obj)
         steps.update()
@@ -190,13 +208,23 @@ def convert_to_folder(source: str | None, output_dir: str | Path, fmt: str = "au
         family = "hyenadna" if fmt.startswith("hyenadna") else fmt
         tok, tokenizer_note = _tokenizer_for(family, model.config, tokenizer)
         if tok is not None and len(tok) > model.config.vocab_size:
-            raise ConversionError(f"the tokenizer has {len(tok)} tokens but the model's vocab_size is "
-                                  f"{model.config.vocab_size}: ids from {model.config.vocab_size} up would have no "
-                                  "logits (check the original config's vocab_size)")
-        info = {"output_name": output_dir.name, "source": resolved.description, "file": resolved.weights.name,
-                "sha256": sha256_of(resolved.weights), "hub_commit": resolved.hub_commit, "format": fmt,
-                "dtype": dtype, "modulation_shift": model.config.modulation_shift,
-                "original_config": str(config_file) if config_file else None, "preset": preset}
+            raise ConversionError(
+                f"the tokenizer has {len(tok)} tokens but the model's vocab_size is "
+                f"{model.config.vocab_size}: ids from {model.config.vocab_size} up would have no "
+                "logits (check the original config's vocab_size)"
+            )
+        info = {
+            "output_name": output_dir.name,
+            "source": resolved.description,
+            "file": resolved.weights.name,
+            "sha256": sha256_of(resolved.weights),
+            "hub_commit": resolved.hub_commit,
+            "format": fmt,
+            "dtype": dtype,
+            "modulation_shift": model.config.modulation_shift,
+            "original_config": str(config_file) if config_file else None,
+            "preset": preset,
+        }
         if reference:
             info["parity"], info["parity_agreement"] = parity_against_reference(model, Path(reference))
             check_parity_bounds(info["parity_agreement"], DTYPES[dtype])

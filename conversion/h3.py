@@ -17,5 +17,5 @@ def detect(keys: set[str]) -> bool:
 
 def canonicalize(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if any(k.startswith("model.backbone.") for k in state_dict):
-        return {k[len("model."):] if k.startswith("model.") else k: v for k, v in state_dict.items()}
+        return {k[len("model.") :] if k.startswith("model.") else k: v for k, v in state_dict.items()}
     return dict(state_dict)

@@ -36,7 +36,7 @@ def _strip(state_dict: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
     out = {}
     for key, value in state_dict.items():
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
         out[_CHECKPOINT_WRAPPER.sub(r"\1.", key)] = value
     return out
 
@@ -62,14 +62,24 @@ def original_kwargs_from_hf_config(hf_config: dict) -> dict:
 
         raise ConversionError(f"HyenaDNA -hf config.json lacks {missing}")
     layer = {"_name_": "hyena", "l_max": hf_config["max_seq_len"], "modulate": True}
-    for hf_key, key in (("emb_dim", "emb_dim"), ("filter_order", "filter_order"), ("hyena_order", "order"),
-                        ("short_filter_order", "short_filter_order"), ("num_inner_mlps", "num_inner_mlps"),
-                        ("activation_freq", "w")):
+    for hf_key, key in (
+        ("emb_dim", "emb_dim"),
+        ("filter_order", "filter_order"),
+        ("hyena_order", "order"),
+        ("short_filter_order", "short_filter_order"),
+        ("num_inner_mlps", "num_inner_mlps"),
+        ("activation_freq", "w"),
+    ):
         if hf_key in hf_config:
             layer[key] = hf_config[hf_key]
-    kwargs = {"d_model": hf_config["d_model"], "n_layer": hf_config["n_layer"], "vocab_size": hf_config["vocab_size"],
-              "pad_vocab_size_multiple": hf_config.get("pad_vocab_size_multiple", 8), "residual_in_fp32": True,
-              "layer": layer}
+    kwargs = {
+        "d_model": hf_config["d_model"],
+        "n_layer": hf_config["n_layer"],
+        "vocab_size": hf_config["vocab_size"],
+        "pad_vocab_size_multiple": hf_config.get("pad_vocab_size_multiple", 8),
+        "residual_in_fp32": True,
+        "layer": layer,
+    }
     for key in ("d_inner", "layer_norm_epsilon", "embed_dropout"):
         if hf_config.get(key) is not None:
             kwargs[key] = hf_config[key]

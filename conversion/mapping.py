@@ -27,20 +27,36 @@ RULES: list[tuple[str, str, Transform | None]] = [
     # attention
     (r"backbone\.layers\.(\d+)\.mixer\.Wqkv\.(weight|bias)", r"backbone.layers.\1.mixer.qkv_proj.\2", None),
     # hyena operator
-    (r"backbone\.layers\.(\d+)\.mixer\.(in_proj|out_proj|short_filter)\.(weight|bias)", r"backbone.layers.\1.mixer.\2.\3", None),
+    (
+        r"backbone\.layers\.(\d+)\.mixer\.(in_proj|out_proj|short_filter)\.(weight|bias)",
+        r"backbone.layers.\1.mixer.\2.\3",
+        None,
+    ),
     (r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.bias", r"backbone.layers.\1.mixer.filter.D", None),
     (r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.pos_emb\.(z|t)", r"backbone.layers.\1.mixer.filter.\2", None),
     (r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.modulation\.deltas", r"backbone.layers.\1.mixer.filter.deltas", None),
-    (r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.implicit_filter\.\d+\.freq", r"backbone.layers.\1.mixer.filter.sin_freq", None),
+    (
+        r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.implicit_filter\.\d+\.freq",
+        r"backbone.layers.\1.mixer.filter.sin_freq",
+        None,
+    ),
     # implicit_filter.{2i}.weight/bias are renamed by _rename_filter_mlp before the rules run
-    (r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.(mlp\.\d+|out)\.(weight|bias)", r"backbone.layers.\1.mixer.filter.\2.\3", None),
+    (
+        r"backbone\.layers\.(\d+)\.mixer\.filter_fn\.(mlp\.\d+|out)\.(weight|bias)",
+        r"backbone.layers.\1.mixer.filter.\2.\3",
+        None,
+    ),
     # H3
     (r"backbone\.layers\.(\d+)\.mixer\.(q_proj|k_proj|v_proj)\.(weight|bias)", r"backbone.layers.\1.mixer.\2.\3", None),
     (r"backbone\.layers\.(\d+)\.mixer\.output_linear\.(weight|bias)", r"backbone.layers.\1.mixer.out_proj.\2", None),
     (r"backbone\.layers\.(\d+)\.mixer\.ssm_k_kernel\.kernel\.B", r"backbone.layers.\1.mixer.shift_B", None),
     (r"backbone\.layers\.(\d+)\.mixer\.ssm_k_kernel\.kernel\.C", r"backbone.layers.\1.mixer.shift_C", _squeeze_channel),
     (r"backbone\.layers\.(\d+)\.mixer\.ssm_k_D", r"backbone.layers.\1.mixer.shift_D", None),
-    (r"backbone\.layers\.(\d+)\.mixer\.kernel\.kernel\.(log_dt|inv_A_real|A_imag|B)", r"backbone.layers.\1.mixer.ssm_\2", None),
+    (
+        r"backbone\.layers\.(\d+)\.mixer\.kernel\.kernel\.(log_dt|inv_A_real|A_imag|B)",
+        r"backbone.layers.\1.mixer.ssm_\2",
+        None,
+    ),
     (r"backbone\.layers\.(\d+)\.mixer\.kernel\.kernel\.C", r"backbone.layers.\1.mixer.ssm_C", _squeeze_channel),
     (r"backbone\.layers\.(\d+)\.mixer\.D", r"backbone.layers.\1.mixer.D", None),
     (r"lm_head\.weight", "lm_head.weight", None),
@@ -74,8 +90,9 @@ def _few(keys, n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def map_state_dict(canonical: dict[str, torch.Tensor], expected: dict[str, torch.Size],
-                   optional: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+def map_state_dict(
+    canonical: dict[str, torch.Tensor], expected: dict[str, torch.Size], optional: set[str] = frozenset()
+) -> dict[str, torch.Tensor]:
     """Rename canonical original keys to hyena_hf keys; raise on unexpected / missing keys and shape mismatches.
 
     ``expected``: hyena_hf key -> shape (from the model built for the target config). Tied copies (``lm_head``,
@@ -91,8 +108,9 @@ def map_state_dict(canonical: dict[str, torch.Tensor], expected: dict[str, torch
                 if transform is not None:
                     tensor = transform(tensor)
                 if new_key in mapped and not torch.equal(mapped[new_key], tensor):
-                    raise ConversionError(f"tensors mapped to {new_key} differ although the original shares them "
-                                          f"(last one: {key})")
+                    raise ConversionError(
+                        f"tensors mapped to {new_key} differ although the original shares them (last one: {key})"
+                    )
                 mapped[new_key] = tensor
                 break
         else:
@@ -112,7 +130,9 @@ def map_state_dict(canonical: dict[str, torch.Tensor], expected: dict[str, torch
         raise ConversionError(f"unexpected keys for the inferred config: {_few(extra)}")
     for key, shape in expected.items():
         if key in mapped and tuple(mapped[key].shape) != tuple(shape):
-            raise ConversionError(f"shape mismatch for {key}: expected {tuple(shape)}, found {tuple(mapped[key].shape)}")
+            raise ConversionError(
+                f"shape mismatch for {key}: expected {tuple(shape)}, found {tuple(mapped[key].shape)}"
+            )
     return mapped
 
 

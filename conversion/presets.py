@@ -25,17 +25,42 @@ class Preset:
 _HYENA_SMALL = {
     # configs/evals/hyena_small_150b.yaml of safari (the training config says modulate: True; the released weights
     # are evaluated with modulate: False).
-    "d_model": 864, "n_layer": 18, "d_inner": 1728, "vocab_size": 50257, "pad_vocab_size_multiple": 8,
-    "resid_dropout": 0.0, "embed_dropout": 0.1, "residual_in_fp32": True,
-    "layer": {"_name_": "hyena", "emb_dim": 33, "filter_order": 64, "local_order": 3, "l_max": 2048,
-              "modulate": False, "w": 14},
+    "d_model": 864,
+    "n_layer": 18,
+    "d_inner": 1728,
+    "vocab_size": 50257,
+    "pad_vocab_size_multiple": 8,
+    "resid_dropout": 0.0,
+    "embed_dropout": 0.1,
+    "residual_in_fp32": True,
+    "layer": {
+        "_name_": "hyena",
+        "emb_dim": 33,
+        "filter_order": 64,
+        "local_order": 3,
+        "l_max": 2048,
+        "modulate": False,
+        "w": 14,
+    },
 }
 
 _HYENADNA = {
-    "vocab_size": 12, "pad_vocab_size_multiple": 8, "residual_in_fp32": True, "resid_dropout": 0.0,
+    "vocab_size": 12,
+    "pad_vocab_size_multiple": 8,
+    "residual_in_fp32": True,
+    "resid_dropout": 0.0,
     "embed_dropout": 0.1,
-    "layer": {"_name_": "hyena", "emb_dim": 5, "filter_order": 64, "local_order": 3, "modulate": True, "w": 10,
-              "lr": 6e-4, "wd": 0.0, "lr_pos_emb": 0.0},
+    "layer": {
+        "_name_": "hyena",
+        "emb_dim": 5,
+        "filter_order": 64,
+        "local_order": 3,
+        "modulate": True,
+        "w": 10,
+        "lr": 6e-4,
+        "wd": 0.0,
+        "lr_pos_emb": 0.0,
+    },
 }
 
 
@@ -43,24 +68,56 @@ def _h3(attn_layer_idx: list[int], num_heads: int, rotary_emb_dim: int | None = 
     attn_cfg = {"num_heads": num_heads}
     if rotary_emb_dim:
         attn_cfg["rotary_emb_dim"] = rotary_emb_dim
-    return {"vocab_size": 50257, "pad_vocab_size_multiple": 8, "attn_layer_idx": attn_layer_idx,
-            "attn_cfg": attn_cfg, "ssm_cfg": {"mode": "diag", "measure": "diag-lin"}}
+    return {
+        "vocab_size": 50257,
+        "pad_vocab_size_multiple": 8,
+        "attn_layer_idx": attn_layer_idx,
+        "attn_cfg": attn_cfg,
+        "ssm_cfg": {"mode": "diag", "measure": "diag-lin"},
+    }
 
 
 PRESETS: dict[str, Preset] = {
-    "hyena-small-150b-tok": Preset("Zymrael/hyena-small-150b-tok", "hyena_small_150b_tok.ckpt", "safari", "gpt2",
-                                   _HYENA_SMALL),
+    "hyena-small-150b-tok": Preset(
+        "Zymrael/hyena-small-150b-tok", "hyena_small_150b_tok.ckpt", "safari", "gpt2", _HYENA_SMALL
+    ),
     **{
-        f"hyenadna-{size}": Preset(f"LongSafari/hyenadna-{size}", "weights.ckpt", "hyenadna", "hyenadna-char",
-                                   _HYENADNA, config_filename="config.json")
-        for size in ("tiny-1k-seqlen", "tiny-1k-seqlen-d256", "tiny-16k-seqlen-d128", "small-32k-seqlen",
-                     "medium-160k-seqlen", "medium-450k-seqlen", "large-1m-seqlen")
+        f"hyenadna-{size}": Preset(
+            f"LongSafari/hyenadna-{size}",
+            "weights.ckpt",
+            "hyenadna",
+            "hyenadna-char",
+            _HYENADNA,
+            config_filename="config.json",
+        )
+        for size in (
+            "tiny-1k-seqlen",
+            "tiny-1k-seqlen-d256",
+            "tiny-16k-seqlen-d128",
+            "small-32k-seqlen",
+            "medium-160k-seqlen",
+            "medium-450k-seqlen",
+            "large-1m-seqlen",
+        )
     },
     **{
-        f"hyenadna-{size}-hf": Preset(f"LongSafari/hyenadna-{size}-hf", "model.safetensors", "hyenadna-hf",
-                                      "hyenadna-char", _HYENADNA, config_filename="config.json")
-        for size in ("tiny-1k-seqlen", "tiny-1k-seqlen-d256", "tiny-16k-seqlen-d128", "small-32k-seqlen",
-                     "medium-160k-seqlen", "medium-450k-seqlen", "large-1m-seqlen")
+        f"hyenadna-{size}-hf": Preset(
+            f"LongSafari/hyenadna-{size}-hf",
+            "model.safetensors",
+            "hyenadna-hf",
+            "hyenadna-char",
+            _HYENADNA,
+            config_filename="config.json",
+        )
+        for size in (
+            "tiny-1k-seqlen",
+            "tiny-1k-seqlen-d256",
+            "tiny-16k-seqlen-d128",
+            "small-32k-seqlen",
+            "medium-160k-seqlen",
+            "medium-450k-seqlen",
+            "large-1m-seqlen",
+        )
     },
     "h3-125m": Preset("danfu09/H3-125M", "model.pt", "h3", "gpt2", _h3([6], 12)),
     "h3-355m": Preset("danfu09/H3-355M", "model.pt", "h3", "gpt2", _h3([8, 16], 16)),

@@ -9,9 +9,19 @@ import os as _os
 import sys as _sys
 
 __version__ = "0.1.0"
-__all__ = ["HyenaConfig", "HyenaModel", "HyenaForCausalLM", "HyenaForSequenceClassification",
-           "HyenaPreTrainedModel", "HyenaDNATokenizer", "HyenaCache", "distill", "long_conv",
-           "register_auto_classes", "__version__"]
+__all__ = [
+    "HyenaConfig",
+    "HyenaModel",
+    "HyenaForCausalLM",
+    "HyenaForSequenceClassification",
+    "HyenaPreTrainedModel",
+    "HyenaDNATokenizer",
+    "HyenaCache",
+    "distill",
+    "long_conv",
+    "register_auto_classes",
+    "__version__",
+]
 
 
 def register_auto_classes() -> None:

@@ -1,11 +1,10 @@
 """Registers the Hyena classes with the transformers Auto classes (imported by ``hyena_hf``; see its docstring)."""
 
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
-                          AutoTokenizer)
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from .cache_hyena import HyenaCache
 from .configuration_hyena import HyenaConfig
-from .modal import distill
+from .distillation import distill
 from .modeling_hyena import HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel, HyenaPreTrainedModel
 from .ops import long_conv
 from .tokenization_hyenadna import HyenaDNATokenizer
@@ -17,5 +16,14 @@ AutoModelForSequenceClassification.register(HyenaConfig, HyenaForSequenceClassif
 # Lets AutoTokenizer find HyenaDNATokenizer by the class name saved in tokenizer_config.json.
 AutoTokenizer.register(HyenaConfig, tokenizer_class=HyenaDNATokenizer, exist_ok=True)
 
-__all__ = ["HyenaConfig", "HyenaModel", "HyenaForCausalLM", "HyenaForSequenceClassification",
-           "HyenaPreTrainedModel", "HyenaDNATokenizer", "HyenaCache", "distill", "long_conv"]
+__all__ = [
+    "HyenaConfig",
+    "HyenaModel",
+    "HyenaForCausalLM",
+    "HyenaForSequenceClassification",
+    "HyenaPreTrainedModel",
+    "HyenaDNATokenizer",
+    "HyenaCache",
+    "distill",
+    "long_conv",
+]

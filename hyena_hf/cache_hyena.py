@@ -98,7 +98,7 @@ class HyenaConvState(_StateLayer):
             if buf is not None:
                 grown[..., :used] = buf[..., :used]
             buf = self.history[step] = grown
-        buf[..., used:used + n] = u
+        buf[..., used : used + n] = u
         self.lengths[step] = used + n
         return buf[..., : used + n]
 
@@ -177,8 +177,9 @@ class HyenaCache(Cache):
         out = []
         for layer in self.layers:
             if isinstance(layer, DynamicLayer):
-                out.append(sum(t.numel() * t.element_size() for t in (layer.keys, layer.values)
-                               if isinstance(t, torch.Tensor)))
+                out.append(
+                    sum(t.numel() * t.element_size() for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
+                )
             else:
                 out.append(layer.memory_bytes())
         return out

@@ -33,27 +33,47 @@ def _demo_train(args, task, tokenizer) -> Path:
     train = build_dataset(task, tokenizer, args.train_examples, seed=args.seed)
     held_out = build_dataset(task, tokenizer, 1000, seed=args.seed + 1)
     config = HyenaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden_size, num_hidden_layers=2,
-        intermediate_size=2 * args.hidden_size, max_position_embeddings=task.seq_len, hyena_order=2,
-        filter_order=64, filter_emb_dim=5, filter_sin_freq=10.0, modulate=True, embd_pdrop=0.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=2,
+        intermediate_size=2 * args.hidden_size,
+        max_position_embeddings=task.seq_len,
+        hyena_order=2,
+        filter_order=64,
+        filter_emb_dim=5,
+        filter_sin_freq=10.0,
+        modulate=True,
+        embd_pdrop=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = HyenaForCausalLM(config)
-    print(f"[1/3] training a {model.num_parameters() / 1e3:.0f}K-parameter Hyena on associative recall "
-          f"({task.num_pairs} pairs, {task.num_keys} keys, {task.num_queries} queries, length {task.seq_len}) "
-          f"for {args.steps} steps")
+    print(
+        f"[1/3] training a {model.num_parameters() / 1e3:.0f}K-parameter Hyena on associative recall "
+        f"({task.num_pairs} pairs, {task.num_keys} keys, {task.num_queries} queries, length {task.seq_len}) "
+        f"for {args.steps} steps"
+    )
     start = time.perf_counter()
-    train_on_task(model, train, str(Path(args.output_dir) / "trainer"), max_steps=args.steps,
-                  learning_rate=args.learning_rate, seed=args.seed)
+    train_on_task(
+        model,
+        train,
+        str(Path(args.output_dir) / "trainer"),
+        max_steps=args.steps,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
     train_seconds = time.perf_counter() - start
     accuracy = answer_accuracy(model, held_out)
-    print(f"      done in {train_seconds:.0f}s; held-out recall accuracy {accuracy:.1%} "
-          f"(chance {1 / task.num_values:.1%})")
+    print(
+        f"      done in {train_seconds:.0f}s; held-out recall accuracy {accuracy:.1%} "
+        f"(chance {1 / task.num_values:.1%})"
+    )
     out = Path(args.output_dir) / "model"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "demo_metrics.json").write_text(json.dumps(
-        {"held_out_accuracy": accuracy, "train_seconds": train_seconds, "steps": args.steps}, indent=2))
+    (out / "demo_metrics.json").write_text(
+        json.dumps({"held_out_accuracy": accuracy, "train_seconds": train_seconds, "steps": args.steps}, indent=2)
+    )
     print(f"[2/3] saved with save_pretrained to {out}")
     return out
 
@@ -62,7 +82,6 @@ def _demo_generate(model_path: str, prompts: list[str], answers: list[str] | Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-
     model_path = _model_location(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -70,12 +89,17 @@ def _demo_generate(model_path: str, prompts: list[str], answers: list[str] | Non
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer, device=-1)
     start = time.perf_counter()
     with torch.no_grad():
-        results = generator(prompts, max_new_tokens=max_new_tokens, do_sample=False, return_full_text=False,
-                            batch_size=32)
+        results = generator(
+            prompts, max_new_tokens=max_new_tokens, do_sample=False, return_full_text=False, batch_size=32
+        )
     seconds = time.perf_counter() - start
     outputs = [r[0]["generated_text"].strip() for r in results]
-    report = {"prompts": len(prompts), "new_tokens": len(prompts) * max_new_tokens,
-              "tokens_per_second": len(prompts) * max_new_tokens / seconds, "examples": []}
+    report = {
+        "prompts": len(prompts),
+        "new_tokens": len(prompts) * max_new_tokens,
+        "tokens_per_second": len(prompts) * max_new_tokens / seconds,
+        "examples": [],
+    }
     for i, (prompt, output) in enumerate(zip(prompts, outputs)):
         if i < 3:
             report["examples"].append({"prompt": prompt, "output": output})
@@ -94,33 +118,50 @@ def cmd_demo(args) -> None:
         return
     from hyena_hf.synthetic import RecallTask, build_dataset, make_tokenizer, task_words
 
-    task = RecallTask(num_keys=args.num_keys, num_values=args.num_keys, num_pairs=args.num_pairs,
-                      num_queries=args.num_queries)
+    task = RecallTask(
+        num_keys=args.num_keys, num_values=args.num_keys, num_pairs=args.num_pairs, num_queries=args.num_queries
+    )
     tokenizer = make_tokenizer(task_words(task))
     model_dir = _demo_train(args, task, tokenizer)
     fresh = build_dataset(task, tokenizer, args.fresh_prompts, seed=args.seed + 2)
-    print(f"[3/3] reloading with AutoModelForCausalLM and answering {len(fresh)} fresh recall prompts through "
-          "pipeline('text-generation')")
+    print(
+        f"[3/3] reloading with AutoModelForCausalLM and answering {len(fresh)} fresh recall prompts through "
+        "pipeline('text-generation')"
+    )
     report = _demo_generate(str(model_dir), list(fresh["prompt"]), list(fresh["answer"]), max_new_tokens=1)
     for ex in report["examples"]:
         print(f"      ...{ex['prompt'][-40:]!r} -> {ex['output']!r}")
-    print(f"      pipeline accuracy {report['accuracy']:.1%} on fresh prompts, "
-          f"{report['tokens_per_second']:.0f} generated tokens/s (batch 32, CPU)")
+    print(
+        f"      pipeline accuracy {report['accuracy']:.1%} on fresh prompts, "
+        f"{report['tokens_per_second']:.0f} generated tokens/s (batch 32, CPU)"
+    )
     (model_dir / "demo_generation.json").write_text(json.dumps(report, indent=2))
 
 
 def cmd_convert(args) -> None:
     from hyena_hf.conversion.export import convert_to_folder
 
-    info = convert_to_folder(args.source, args.output_dir, fmt=args.format, original_config=args.original_config,
-                             preset=args.preset, dtype=args.dtype, modulation_shift=args.modulation_shift,
-                             reference=args.reference, tokenizer=args.tokenizer, push_to_hub=args.push_to_hub,
-                             overwrite=args.overwrite, max_shard_size=args.max_shard_size)
+    info = convert_to_folder(
+        args.source,
+        args.output_dir,
+        fmt=args.format,
+        original_config=args.original_config,
+        preset=args.preset,
+        dtype=args.dtype,
+        modulation_shift=args.modulation_shift,
+        reference=args.reference,
+        tokenizer=args.tokenizer,
+        push_to_hub=args.push_to_hub,
+        overwrite=args.overwrite,
+        max_shard_size=args.max_shard_size,
+    )
     print(f"converted {info['source']} ({info['format']}, sha256 {info['sha256'][:12]}) -> {args.output_dir}")
     for name, diff in (info.get("parity") or {}).items():
         figures = info["parity_agreement"][name]
-        print(f"  parity {name}: max abs diff {diff:.3e}, relative L2 {figures['relative_l2']:.2e}, "
-              f"argmax agreement {figures['argmax_agreement']:.1%} (within the {args.dtype} bounds)")
+        print(
+            f"  parity {name}: max abs diff {diff:.3e}, relative L2 {figures['relative_l2']:.2e}, "
+            f"argmax agreement {figures['argmax_agreement']:.1%} (within the {args.dtype} bounds)"
+        )
     if info.get("tokenizer_note"):
         print(f"  note: {info['tokenizer_note']}")
 
@@ -129,28 +170,34 @@ def cmd_generate(args) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
     location = _model_location(args.model)
     model = AutoModelForCausalLM.from_pretrained(location).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or location)
     inputs = tokenizer(args.prompt, return_tensors="pt")
     start = time.perf_counter()
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
-                             temperature=args.temperature if args.temperature > 0 else None,
-                             num_beams=args.num_beams, use_cache=not args.no_cache,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=args.max_new_tokens,
+            do_sample=args.temperature > 0,
+            temperature=args.temperature if args.temperature > 0 else None,
+            num_beams=args.num_beams,
+            use_cache=not args.no_cache,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
     seconds = time.perf_counter() - start
     new = out.shape[1] - inputs["input_ids"].shape[1]
     print(tokenizer.decode(out[0], skip_special_tokens=True))
-    print(f"[{new} tokens in {seconds:.2f}s, {new / seconds:.1f} tokens/s, cache={'off' if args.no_cache else 'on'}]",
-          file=sys.stderr)
+    print(
+        f"[{new} tokens in {seconds:.2f}s, {new / seconds:.1f} tokens/s, cache={'off' if args.no_cache else 'on'}]",
+        file=sys.stderr,
+    )
 
 
 def cmd_distill(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hyena_hf.modal import distill
+    from hyena_hf.distillation import distill
     from hyena_hf.model_card import distilled_model_card
     from hyena_hf.output_folder import check_output, write_folder
 
@@ -158,8 +205,9 @@ def cmd_distill(args) -> None:
     local_input = [Path(location)] if Path(location).exists() else []
     check_output(args.output_dir, overwrite=args.overwrite, inputs=local_input)
     model = AutoModelForCausalLM.from_pretrained(location).eval()
-    modal, report = distill(model, state_size=args.state_size, refine_steps=args.refine_steps,
-                            max_error=args.max_error, force=args.force)
+    modal, report = distill(
+        model, state_size=args.state_size, refine_steps=args.refine_steps, max_error=args.max_error, force=args.force
+    )
     forced = max(report.relative_l2_error.values()) > args.max_error
 
     def write(folder: Path) -> None:
@@ -168,10 +216,14 @@ def cmd_distill(args) -> None:
             AutoTokenizer.from_pretrained(location).save_pretrained(folder)
         except (OSError, ValueError):
             pass  # a model folder without tokenizer files
-        (folder / "distill_report.json").write_text(json.dumps(
-            {**report.to_dict(), "source": args.model, "max_error": args.max_error, "forced": forced}, indent=2))
-        distilled_model_card(args.model, Path(args.output_dir).name, report.table(), args.state_size,
-                             args.max_error, forced).save(folder / "README.md")
+        (folder / "distill_report.json").write_text(
+            json.dumps(
+                {**report.to_dict(), "source": args.model, "max_error": args.max_error, "forced": forced}, indent=2
+            )
+        )
+        distilled_model_card(
+            args.model, Path(args.output_dir).name, report.table(), args.state_size, args.max_error, forced
+        ).save(folder / "README.md")
 
     write_folder(args.output_dir, write, overwrite=args.overwrite, inputs=local_input)
     print(f"saved the modal model to {args.output_dir}" + (" (--force: a layer exceeds --max-error)" if forced else ""))
@@ -180,8 +232,15 @@ def cmd_distill(args) -> None:
 def cmd_eval(args) -> None:
     from hyena_hf.evaluation.harness import evaluate
 
-    out = evaluate(args.model, tasks=args.tasks, num_fewshot=args.num_fewshot, local=args.local, limit=args.limit,
-                   batch_size=args.batch_size, data_dir=args.data_dir or None)
+    out = evaluate(
+        args.model,
+        tasks=args.tasks,
+        num_fewshot=args.num_fewshot,
+        local=args.local,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir or None,
+    )
     rows = []
     for task, metrics in out["results"].items():
         for key, value in metrics.items():
@@ -199,28 +258,45 @@ def cmd_eval_tasks(args) -> None:
     for item in TASKS_DIR.glob("record_*"):  # the record_hyena definition and its scorer, for --tasks record_hyena
         (out / item.name).write_bytes(item.read_bytes())
     names = ",".join(f"{t}_local" for t in (args.tasks or SUPERGLUE_TASKS))
-    print(f"wrote lm-eval task definitions to {out}; run for example:\n  lm_eval --model hf --model_args "
-          f"pretrained=MODEL_DIR,trust_remote_code=True --include_path {out} --tasks {names}")
+    print(
+        f"wrote lm-eval task definitions to {out}; run for example:\n  lm_eval --model hf --model_args "
+        f"pretrained=MODEL_DIR,trust_remote_code=True --include_path {out} --tasks {names}"
+    )
 
 
 def cmd_synthetic(args) -> None:
     from hyena_hf.synthetic import InductionTask, RecallTask, compare_models
 
-    task = (RecallTask(num_keys=args.vocab, num_values=args.vocab, num_pairs=args.num_pairs,
-                       num_queries=args.num_queries)
-            if args.task == "recall" else InductionTask(num_tokens=args.vocab, seq_len=args.seq_len))
-    rows = compare_models(task, kinds=args.models, steps=args.steps, hidden_size=args.hidden_size,
-                          num_layers=args.layers, train_examples=args.train_examples,
-                          learning_rate=args.learning_rate, output_dir=args.output_dir)
+    task = (
+        RecallTask(num_keys=args.vocab, num_values=args.vocab, num_pairs=args.num_pairs, num_queries=args.num_queries)
+        if args.task == "recall"
+        else InductionTask(num_tokens=args.vocab, seq_len=args.seq_len)
+    )
+    rows = compare_models(
+        task,
+        kinds=args.models,
+        steps=args.steps,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        train_examples=args.train_examples,
+        learning_rate=args.learning_rate,
+        output_dir=args.output_dir,
+    )
     print(f"{'model':8s} {'params':>9s} {'steps':>6s} {'seconds':>8s} {'accuracy':>9s}")
     for r in rows:
-        print(f"{r['model']:8s} {r['parameters']:9d} {r['steps']:6d} {r['train_seconds']:8.0f} "
-              f"{r['held_out_accuracy']:9.1%}")
+        print(
+            f"{r['model']:8s} {r['parameters']:9d} {r['steps']:6d} {r['train_seconds']:8.0f} "
+            f"{r['held_out_accuracy']:9.1%}"
+        )
     print(f"saved {args.output_dir}/synthetic_results.json (+ .png)")
 
 
-BENCHMARKS = {"generate": "bench_generate", "distill": "distill_quality", "long-conv": "bench_long_conv",
-              "model": "bench_model"}
+BENCHMARKS = {
+    "generate": "bench_generate",
+    "distill": "distill_quality",
+    "long-conv": "bench_long_conv",
+    "model": "bench_model",
+}
 
 
 def cmd_bench(args) -> None:
@@ -239,28 +315,50 @@ def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     from hyena_hf import __version__
 
-    parser = argparse.ArgumentParser(prog="hyena-hf", description="Hyena / HyenaDNA / H3 as transformers models: "
-                                     "convert, generate, distil, evaluate, benchmark. Exit codes: 0 done, 1 failed "
-                                     "(one line on stderr), 2 bad usage.")
+    parser = argparse.ArgumentParser(
+        prog="hyena-hf",
+        description="Hyena / HyenaDNA / H3 as transformers models: "
+        "convert, generate, distil, evaluate, benchmark. Exit codes: 0 done, 1 failed "
+        "(one line on stderr), 2 bad usage.",
+    )
     parser.add_argument("--version", action="version", version=f"hyena-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = _parser(sub, "convert", "convert an original safari / HyenaDNA / H3 checkpoint into a model folder")
     convert.add_argument("source", nargs="?", help="local file or folder, or hub repo id (default: the preset's)")
     convert.add_argument("output_dir", help="folder to write (must not hold the source)")
-    convert.add_argument("--format", default="auto", choices=["auto", "safari", "hyenadna", "hyenadna-hf", "h3"],
-                         help="checkpoint format (auto: detected from the tensor names)")
-    convert.add_argument("--original-config", help="YAML/JSON with the ORIGINAL model's constructor fields "
-                         "(default: config.json beside the weights, or the preset's)")
+    convert.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "safari", "hyenadna", "hyenadna-hf", "h3"],
+        help="checkpoint format (auto: detected from the tensor names)",
+    )
+    convert.add_argument(
+        "--original-config",
+        help="YAML/JSON with the ORIGINAL model's constructor fields "
+        "(default: config.json beside the weights, or the preset's)",
+    )
     convert.add_argument("--preset", help="named released checkpoint (see hyena_hf.conversion.presets.PRESETS)")
-    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"],
-                         help="dtype of the dense layers (long-filter tensors stay float32)")
-    convert.add_argument("--modulation-shift", type=float, default=None,
-                         help="override the modulation shift (HyenaDNA: 0.0 as trained; 0.05 = standalone/-hf code)")
-    convert.add_argument("--reference", help="safetensors with input_ids*/logits* pairs: record parity figures and "
-                         "fail outside the dtype's bounds")
+    convert.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16", "float64"],
+        help="dtype of the dense layers (long-filter tensors stay float32)",
+    )
+    convert.add_argument(
+        "--modulation-shift",
+        type=float,
+        default=None,
+        help="override the modulation shift (HyenaDNA: 0.0 as trained; 0.05 = standalone/-hf code)",
+    )
+    convert.add_argument(
+        "--reference",
+        help="safetensors with input_ids*/logits* pairs: record parity figures and fail outside the dtype's bounds",
+    )
     convert.add_argument("--tokenizer", help="local tokenizer folder to save with the model (default: the family's)")
-    convert.add_argument("--push-to-hub", metavar="REPO", help="also push the model, tokenizer and card to this hub repo")
+    convert.add_argument(
+        "--push-to-hub", metavar="REPO", help="also push the model, tokenizer and card to this hub repo"
+    )
     convert.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard")
     convert.add_argument("--overwrite", action="store_true", help="replace an earlier hyena-hf output in OUTPUT_DIR")
     convert.set_defaults(func=cmd_convert)
@@ -280,20 +378,30 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("output_dir", help="folder to write the modal model, its report and card to")
     dist.add_argument("--state-size", type=int, default=16, help="modes per channel (N)")
     dist.add_argument("--refine-steps", type=int, default=0, help="Adam steps refining poles and residues")
-    dist.add_argument("--max-error", type=float, default=DISTILL_MAX_ERROR,
-                      help="largest per-layer relative L2 filter error accepted without --force")
+    dist.add_argument(
+        "--max-error",
+        type=float,
+        default=DISTILL_MAX_ERROR,
+        help="largest per-layer relative L2 filter error accepted without --force",
+    )
     dist.add_argument("--force", action="store_true", help="write the model even when a layer exceeds --max-error")
     dist.add_argument("--overwrite", action="store_true", help="replace an earlier hyena-hf output in OUTPUT_DIR")
     dist.set_defaults(func=cmd_distill)
 
     ev = _parser(sub, "eval", "lm-evaluation-harness on SuperGLUE (or any lm-eval tasks)")
     ev.add_argument("model", help="model folder or hub repo id")
-    ev.add_argument("--tasks", nargs="+", default=None, help="lm-eval task names (default: boolq cb copa multirc "
-                    "record sglue_rte wic wsc)")
+    ev.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        help="lm-eval task names (default: boolq cb copa multirc record sglue_rte wic wsc)",
+    )
     ev.add_argument("--num-fewshot", type=int, default=0, help="in-context examples per question")
     ev.add_argument("--local", action="store_true", help="offline: the *_local tasks on local SuperGLUE-format data")
-    ev.add_argument("--data-dir", help="folder of <task>.jsonl files for --local, only the named tasks needed "
-                    "(default: the shipped tiny set)")
+    ev.add_argument(
+        "--data-dir",
+        help="folder of <task>.jsonl files for --local, only the named tasks needed (default: the shipped tiny set)",
+    )
     ev.add_argument("--limit", type=int, default=None, help="questions per task (default: all)")
     ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
     ev.add_argument("--output", help="write the metrics as JSON here")
@@ -307,8 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     syn = _parser(sub, "synthetic", "associative recall / induction heads: Hyena vs H3 vs GPT-2")
     syn.add_argument("--task", choices=["recall", "induction"], default="recall", help="synthetic task")
-    syn.add_argument("--models", nargs="+", default=["hyena", "h3", "gpt2"], choices=["hyena", "h3", "gpt2"],
-                     help="models to train and compare")
+    syn.add_argument(
+        "--models",
+        nargs="+",
+        default=["hyena", "h3", "gpt2"],
+        choices=["hyena", "h3", "gpt2"],
+        help="models to train and compare",
+    )
     syn.add_argument("--vocab", type=int, default=8, help="keys and values (recall) or tokens (induction)")
     syn.add_argument("--num-pairs", type=int, default=4, help="key-value pairs per example (recall)")
     syn.add_argument("--num-queries", type=int, default=8, help="queries per example (recall)")

@@ -127,8 +127,9 @@ class HyenaConfig(PreTrainedConfig):
             self.intermediate_size = 4 * self.hidden_size if _is_int(self.hidden_size) else self.hidden_size
         if self.attn_layer_idx is not None:
             if not isinstance(self.attn_layer_idx, (list, tuple)) or not all(map(_is_int, self.attn_layer_idx)):
-                raise ValueError(f"HyenaConfig.attn_layer_idx must be a list of layer indices, got "
-                                 f"{self.attn_layer_idx!r}")
+                raise ValueError(
+                    f"HyenaConfig.attn_layer_idx must be a list of layer indices, got {self.attn_layer_idx!r}"
+                )
             self.attn_layer_idx = sorted(int(i) for i in self.attn_layer_idx)
         super().__post_init__(**kwargs)
         self.validate_hyena()
@@ -141,8 +142,10 @@ class HyenaConfig(PreTrainedConfig):
         given |= {cls.attribute_map[k] for k in given if k in cls.attribute_map}
         missing = [name for name in FUNCTION_FIELDS if name not in given]
         if missing:
-            raise ValueError(f"Hyena config is missing {', '.join(missing)}: these fields change what the weights "
-                             "compute, so no default can stand in for them; add the values the model was trained with")
+            raise ValueError(
+                f"Hyena config is missing {', '.join(missing)}: these fields change what the weights "
+                "compute, so no default can stand in for them; add the values the model was trained with"
+            )
         return super().from_dict(config_dict, **kwargs)
 
     # -- derived values -------------------------------------------------------------------------------------------
@@ -194,20 +197,26 @@ class HyenaConfig(PreTrainedConfig):
         if self.filter_emb_dim % 2 == 0:
             fail("filter_emb_dim", "odd (time plus Re/Im pairs)")
         if self.hyena_num_heads != 1 or self.hyena_inner_factor != 1:
-            raise ValueError("HyenaConfig.hyena_num_heads and hyena_inner_factor must be 1 (the original operator only "
-                             f"runs with 1), got {self.hyena_num_heads} and {self.hyena_inner_factor}")
+            raise ValueError(
+                "HyenaConfig.hyena_num_heads and hyena_inner_factor must be 1 (the original operator only "
+                f"runs with 1), got {self.hyena_num_heads} and {self.hyena_inner_factor}"
+            )
         if self.h3_head_dim != 1:
             fail("h3_head_dim", "1 (as in every released H3 model)")
         if self.filter_type == "h3" and self.ssm_state_size % 2:
             fail("ssm_state_size", "even for H3")
         for i in self.attn_layer_idx or ():
             if not 0 <= i < self.num_hidden_layers:
-                raise ValueError(f"HyenaConfig.attn_layer_idx entry {i} is out of range for "
-                                 f"num_hidden_layers={self.num_hidden_layers}")
+                raise ValueError(
+                    f"HyenaConfig.attn_layer_idx entry {i} is out of range for "
+                    f"num_hidden_layers={self.num_hidden_layers}"
+                )
         if self.attn_layer_idx:
             if self.hidden_size % self.num_attention_heads:
-                raise ValueError(f"HyenaConfig.hidden_size ({self.hidden_size}) must be divisible by "
-                                 f"num_attention_heads ({self.num_attention_heads})")
+                raise ValueError(
+                    f"HyenaConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                    f"num_attention_heads ({self.num_attention_heads})"
+                )
             head_dim = self.hidden_size // self.num_attention_heads
             if not _is_int(self.rotary_emb_dim) or not 0 <= self.rotary_emb_dim <= head_dim or self.rotary_emb_dim % 2:
                 fail("rotary_emb_dim", f"an even number in [0, head_dim={head_dim}]")
@@ -224,31 +233,76 @@ def _is_real(value) -> bool:
 # Sizes bounded by what anyone could mean (the largest released models are far inside): a typo such as 10**6 layers
 # fails here instead of building for minutes.
 INT_BOUNDS = {
-    "vocab_size": (1, 1 << 22), "hidden_size": (1, 1 << 16), "num_hidden_layers": (1, 1024),
-    "intermediate_size": (1, 1 << 18), "max_position_embeddings": (1, 1 << 26), "pad_vocab_size_multiple": (1, 1 << 16),
-    "filter_order": (1, 1 << 14), "filter_emb_dim": (3, 1023), "filter_num_inner_mlps": (0, 64),
-    "short_filter_order": (1, 1024), "hyena_order": (2, 16), "ssm_state_size": (1, 4096), "modal_state_size": (1, 4096),
-    "num_attention_heads": (1, 1 << 12), "h3_head_dim": (1, 1 << 12), "hyena_num_heads": (1, 1 << 12),
+    "vocab_size": (1, 1 << 22),
+    "hidden_size": (1, 1 << 16),
+    "num_hidden_layers": (1, 1024),
+    "intermediate_size": (1, 1 << 18),
+    "max_position_embeddings": (1, 1 << 26),
+    "pad_vocab_size_multiple": (1, 1 << 16),
+    "filter_order": (1, 1 << 14),
+    "filter_emb_dim": (3, 1023),
+    "filter_num_inner_mlps": (0, 64),
+    "short_filter_order": (1, 1024),
+    "hyena_order": (2, 16),
+    "ssm_state_size": (1, 4096),
+    "modal_state_size": (1, 4096),
+    "num_attention_heads": (1, 1 << 12),
+    "h3_head_dim": (1, 1 << 12),
+    "hyena_num_heads": (1, 1 << 12),
     "hyena_inner_factor": (1, 64),
 }
 # (low, high, low excluded)
 FLOAT_BOUNDS = {
-    "layer_norm_epsilon": (0.0, 1.0, True), "initializer_range": (0.0, 1e3, False), "filter_sin_freq": (-1e6, 1e6, False),
-    "modulation_shift": (-1e6, 1e6, False), "modulation_fast_decay_pct": (0.0, 1e6, True),
-    "modulation_slow_decay_pct": (0.0, 1e6, True), "modulation_target": (0.0, 1e6, True),
-    "rotary_emb_base": (0.0, 1e12, True), "embd_pdrop": (0.0, 0.999, False), "resid_pdrop": (0.0, 0.999, False),
-    "attention_dropout": (0.0, 0.999, False), "hyena_dropout": (0.0, 0.999, False),
+    "layer_norm_epsilon": (0.0, 1.0, True),
+    "initializer_range": (0.0, 1e3, False),
+    "filter_sin_freq": (-1e6, 1e6, False),
+    "modulation_shift": (-1e6, 1e6, False),
+    "modulation_fast_decay_pct": (0.0, 1e6, True),
+    "modulation_slow_decay_pct": (0.0, 1e6, True),
+    "modulation_target": (0.0, 1e6, True),
+    "rotary_emb_base": (0.0, 1e12, True),
+    "embd_pdrop": (0.0, 0.999, False),
+    "resid_pdrop": (0.0, 0.999, False),
+    "attention_dropout": (0.0, 0.999, False),
+    "hyena_dropout": (0.0, 0.999, False),
 }
-BOOL_FIELDS = ("residual_in_fp32", "rescale_prenorm_residual", "tie_word_embeddings", "filter_use_bias",
-               "train_pos_emb", "modulate", "use_cache")
+BOOL_FIELDS = (
+    "residual_in_fp32",
+    "rescale_prenorm_residual",
+    "tie_word_embeddings",
+    "filter_use_bias",
+    "train_pos_emb",
+    "modulate",
+    "use_cache",
+)
 CHOICES = {"filter_type": FILTER_TYPES, "long_conv_impl": LONG_CONV_IMPLS, "hidden_act": ("gelu_pytorch_tanh",)}
 # What a saved config must state (see HyenaConfig.from_dict).
 FUNCTION_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
-    "pad_vocab_size_multiple", "layer_norm_epsilon", "residual_in_fp32", "tie_word_embeddings", "filter_type",
-    "hyena_order", "filter_order", "filter_emb_dim", "filter_num_inner_mlps", "filter_use_bias", "train_pos_emb",
-    "modulate", "modulation_shift", "short_filter_order", "ssm_state_size", "modal_state_size", "attn_layer_idx",
-    "num_attention_heads", "rotary_emb_dim", "rotary_emb_base",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "max_position_embeddings",
+    "pad_vocab_size_multiple",
+    "layer_norm_epsilon",
+    "residual_in_fp32",
+    "tie_word_embeddings",
+    "filter_type",
+    "hyena_order",
+    "filter_order",
+    "filter_emb_dim",
+    "filter_num_inner_mlps",
+    "filter_use_bias",
+    "train_pos_emb",
+    "modulate",
+    "modulation_shift",
+    "short_filter_order",
+    "ssm_state_size",
+    "modal_state_size",
+    "attn_layer_idx",
+    "num_attention_heads",
+    "rotary_emb_dim",
+    "rotary_emb_base",
 )
 
 __all__ = ["HyenaConfig"]

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers import initialization as init
+from transformers.cache_utils import DynamicLayer
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -19,16 +19,19 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
-
-from transformers.cache_utils import DynamicLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
-from .modal import ModalFilter, decayed_sum
 from .ops import compute_dtype, exporting, long_conv, long_conv_torch, needs_autograd, resolve_impl
+from .precision import (
+    FLOAT32_PARAMETER_PATTERNS,
+    KeepsFloat32,
+    float32_default_dtype,
+    half_precision_filter_tensors,
+    no_autocast,
+)
 from .remote_code import write_model_code
-from .precision import (FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype,
-                        half_precision_filter_tensors, no_autocast)
 
 
 def _tracing() -> bool:
@@ -48,18 +51,24 @@ def _check_length(config: HyenaConfig, seqlen: int) -> None:
         raise ValueError(
             f"Input length {seqlen} exceeds max_position_embeddings={config.max_position_embeddings} (the length of "
             "the implicit Hyena filters). Truncate the input, or load the model with a larger "
-            "max_position_embeddings (the filters are then evaluated at new positions and the model must be fine-tuned)."
+            "max_position_embeddings (the filters are then evaluated at new positions and the model must be "
+            "fine-tuned)."
         )
 
 
 def _is_plain_module(module: nn.Module, cls: type) -> bool:
     """Exactly ``cls`` with no hooks: not wrapped by PEFT, quantised, or given accelerate / forward hooks."""
-    return (type(module) is cls and not hasattr(module, "_hf_hook") and not module._forward_hooks
-            and not module._forward_pre_hooks)
+    return (
+        type(module) is cls
+        and not hasattr(module, "_hf_hook")
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+    )
 
 
-def _project_channels_first(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor,
-                            out: torch.Tensor | None = None) -> torch.Tensor:
+def _project_channels_first(
+    weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x (B, L, in) @ weight.T + bias`` as ``(B, out, L)``, by one batched GEMM ``W @ x^T`` writing that layout."""
     weight = weight.expand(x.shape[0], -1, -1)
     if bias is None:
@@ -89,21 +98,21 @@ INFERENCE_BLOCK_BYTES = 16 << 20
 def _inference_only(*tensors: torch.Tensor) -> bool:
     """True when nothing here needs autograd, no autocast is active and nothing is traced (the in-place / out= fast
     paths apply)."""
-    return (not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type)
-            and not exporting())
+    return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type) and not exporting()
 
 
-def _shifted_depthwise_conv(u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            out: torch.Tensor) -> torch.Tensor:
+def _shifted_depthwise_conv(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
+) -> torch.Tensor:
     """Causal depthwise convolution as k shifted multiply-adds: out[..., t] = bias + sum_s weight[:, k-1-s] u[..., t-s]
     (u is zero before its first column); ``weight (C, k)``, ``u`` and ``out (B, C, L)``."""
     k = weight.shape[-1]
     if bias is None:
-        torch.mul(u, weight[:, k - 1:], out=out)
+        torch.mul(u, weight[:, k - 1 :], out=out)
     else:
-        torch.addcmul(bias[:, None], u, weight[:, k - 1:], out=out)
+        torch.addcmul(bias[:, None], u, weight[:, k - 1 :], out=out)
     for shift in range(1, min(k, u.shape[-1])):
-        out[..., shift:].addcmul_(u[..., :-shift], weight[:, k - 1 - shift:k - shift])
+        out[..., shift:].addcmul_(u[..., :-shift], weight[:, k - 1 - shift : k - shift])
     return out
 
 
@@ -125,13 +134,13 @@ class _ShiftedShortConv(torch.autograd.Function):
         k, seqlen = weight.shape[-1], u.shape[-1]
         du = dw = db = None
         if ctx.needs_input_grad[0]:  # du[t] = sum_s w[k-1-s] grad[t+s]
-            du = grad * weight[:, k - 1:]
+            du = grad * weight[:, k - 1 :]
             for shift in range(1, min(k, seqlen)):
-                du[..., :-shift].addcmul_(grad[..., shift:], weight[:, k - 1 - shift:k - shift])
+                du[..., :-shift].addcmul_(grad[..., shift:], weight[:, k - 1 - shift : k - shift])
         if ctx.needs_input_grad[1]:  # dw[k-1-s] = sum_{b,t} grad[t] u[t-s]
             dw = torch.zeros_like(weight)
             for shift in range(min(k, seqlen)):
-                dw[:, k - 1 - shift] = torch.einsum("bct,bct->c", grad[..., shift:], u[..., :seqlen - shift])
+                dw[:, k - 1 - shift] = torch.einsum("bct,bct->c", grad[..., shift:], u[..., : seqlen - shift])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = grad.sum(dim=(0, 2))
         return du, dw, db
@@ -252,6 +261,77 @@ class HyenaImplicitFilter(KeepsFloat32):
         return F.linear(h, linear.weight.to(dtype), bias)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Modal filter: h[t] = Re sum_n R_n p_n^t (the Laughing Hyena / StripedHyena form, see hyena_hf.distillation)
+# ----------------------------------------------------------------------------------------------------------------------
+class ModalFilter(KeepsFloat32):
+    """``channels`` filters of ``modal_state_size`` complex modes each, evaluated for any length (no
+    ``max_position_embeddings`` limit) and decoded by a complex state per channel. Poles/residues are stored as real
+    views, kept in float32 in a half-precision model (see :mod:`hyena_hf.precision`)."""
+
+    def __init__(self, config, channels: int):
+        super().__init__()
+        self.config = config
+        self.channels = channels
+        n = config.modal_state_size
+        dtype = torch.promote_types(torch.get_default_dtype(), torch.float32)
+        self.poles = nn.Parameter(torch.zeros(channels, n, 2, dtype=dtype))
+        self.residues = nn.Parameter(torch.zeros(channels, n, 2, dtype=dtype))
+        self.D = nn.Parameter(torch.zeros(channels, dtype=dtype))
+
+    def complex_poles_residues(self) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = torch.promote_types(self.poles.dtype, torch.float32)
+        return (
+            torch.view_as_complex(self.poles.to(dtype).contiguous()),
+            torch.view_as_complex(self.residues.to(dtype).contiguous()),
+        )
+
+    def forward(self, seqlen: int, return_skip: bool = False):
+        """(channels, seqlen), same layout as the implicit filter (and the skip ``D`` with ``return_skip``)."""
+        poles, residues = self.complex_poles_residues()
+        h = modal_impulse_response(poles, residues, seqlen)
+        return (h, self.D) if return_skip else h
+
+    def features(self, seqlen: int) -> int:
+        """What :meth:`filters_for` needs: the length (the modes are per channel)."""
+        return seqlen
+
+    def filters_for(self, seqlen: int, rows: slice) -> torch.Tensor:
+        """Filters of the channels ``rows`` only, (rows, seqlen)."""
+        poles, residues = self.complex_poles_residues()
+        return modal_impulse_response(poles[rows], residues[rows], seqlen)
+
+
+def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:
+    """(C, N) poles and residues -> (C, seqlen) real filters Re sum_n R_n p_n^t."""
+    t = torch.arange(seqlen, device=poles.device, dtype=poles.real.dtype)
+    return torch.einsum("cn,cnl->cl", residues, pole_powers(poles, t)).real
+
+
+def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """(..., N) poles, (L,) exponents -> (..., N, L) p^e, through log so gradients flow; p = 0 is nudged to 1e-30
+    (log 0 = -inf would give NaN at e = 0)."""
+    safe = torch.where(poles.abs() > 1e-30, poles, torch.full_like(poles, 1e-30))
+    return torch.exp(torch.log(safe).unsqueeze(-1) * exponents)
+
+
+def decayed_sum(u: torch.Tensor, poles: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """sum_t p^(T-1-t) u_t for ``u: (B, C, T)`` and ``poles: (C, N)`` -> ``(B, C, N)`` complex: the state a diagonal
+    recurrence ``s <- p s + u`` reaches after T inputs. Chunked so memory stays O(C N chunk) at any T."""
+    seqlen = u.shape[-1]
+    state = u.new_zeros(u.shape[0], *poles.shape, dtype=poles.dtype)
+    for start in range(0, seqlen, chunk):
+        block = u[..., start : start + chunk]
+        n = block.shape[-1]
+        exponents = torch.arange(n - 1, -1, -1, device=u.device, dtype=poles.real.dtype)
+        powers = pole_powers(poles, exponents)  # (C, N, n)
+        state = state * powers[..., 0] * poles + torch.einsum("bct,cnt->bcn", block.to(poles.dtype), powers)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Hyena operator
+# ----------------------------------------------------------------------------------------------------------------------
 class HyenaOperator(nn.Module):
     """Hyena mixer: in_proj -> short causal conv -> (gate, long conv) x (order-1) -> gate -> out_proj."""
 
@@ -264,8 +344,9 @@ class HyenaOperator(nn.Module):
         self.out_proj = nn.Linear(d, d)
         self.out_proj.is_residual_projection = True
         width = (order + 1) * d
-        self.short_filter = nn.Conv1d(width, width, config.short_filter_order, groups=width,
-                                      padding=config.short_filter_order - 1)
+        self.short_filter = nn.Conv1d(
+            width, width, config.short_filter_order, groups=width, padding=config.short_filter_order - 1
+        )
         filter_class = ModalFilter if config.filter_type == "modal" else HyenaImplicitFilter
         self.filter = filter_class(config, d * (order - 1))
         self.dropout = nn.Dropout(config.hyena_dropout)
@@ -279,8 +360,9 @@ class HyenaOperator(nn.Module):
         h = h.view(d, n, seqlen).transpose(0, 1)  # (d*n, L) -> (n, d, L)
         return h, skip.view(d, n).t() if self.config.filter_use_bias else None
 
-    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                state: HyenaConvState | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None, state: HyenaConvState | None = None
+    ) -> torch.Tensor:
         if state is not None and state.fir is not None:
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
@@ -306,17 +388,30 @@ class HyenaOperator(nn.Module):
                 pre_gate = None
                 if state is not None:
                     self._prefill_step_state(state, o, v.to(compute_dtype(v.dtype)))
-            v = long_conv(v, h[o, :, :seqlen], None if skip is None else skip[o], pre_gate, post_gate,
-                          impl=self.config.long_conv_impl)
+            v = long_conv(
+                v,
+                h[o, :, :seqlen],
+                None if skip is None else skip[o],
+                pre_gate,
+                post_gate,
+                impl=self.config.long_conv_impl,
+            )
         return self.out_proj(v.transpose(1, 2))
 
     def _blocked_inference(self, hidden_states: torch.Tensor) -> bool:
         """The channel-blocked path: CPU inference through plain modules with the pure-PyTorch convolution."""
-        plain = (_is_plain_module(self.in_proj, nn.Linear) and _is_plain_module(self.short_filter, nn.Conv1d)
-                 and (self.config.filter_type == "modal" or _is_plain_module(self.filter.out, nn.Linear)))
-        return (plain and hidden_states.device.type == "cpu" and not (self.training and self.dropout.p > 0)
-                and _inference_only(hidden_states, self.in_proj.weight, self.short_filter.weight)
-                and resolve_impl(self.config.long_conv_impl, hidden_states.device) == "torch")
+        plain = (
+            _is_plain_module(self.in_proj, nn.Linear)
+            and _is_plain_module(self.short_filter, nn.Conv1d)
+            and (self.config.filter_type == "modal" or _is_plain_module(self.filter.out, nn.Linear))
+        )
+        return (
+            plain
+            and hidden_states.device.type == "cpu"
+            and not (self.training and self.dropout.p > 0)
+            and _inference_only(hidden_states, self.in_proj.weight, self.short_filter.weight)
+            and resolve_impl(self.config.long_conv_impl, hidden_states.device) == "torch"
+        )
 
     def _mix_in_channel_blocks(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         """Everything between in_proj and out_proj acts on each channel separately, so inference runs it a block of
@@ -339,20 +434,31 @@ class HyenaOperator(nn.Module):
             c1 = min(d, c0 + block)
             rows = (c1 - c0) * groups
             u, uc = (buffer[: bsz * rows * seqlen].view(bsz, rows, seqlen) for buffer in scratch)
-            _project_channels_first(proj_w[:, c0:c1].reshape(rows, -1),
-                                    None if proj_b is None else proj_b[:, c0:c1].reshape(rows), hidden_states, out=u)
+            _project_channels_first(
+                proj_w[:, c0:c1].reshape(rows, -1),
+                None if proj_b is None else proj_b[:, c0:c1].reshape(rows),
+                hidden_states,
+                out=u,
+            )
             if padding_mask is not None:
                 u.mul_(padding_mask)
-            _shifted_depthwise_conv(u, conv_w[:, c0:c1].reshape(rows, -1),
-                                    None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc)
+            _shifted_depthwise_conv(
+                u, conv_w[:, c0:c1].reshape(rows, -1), None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc
+            )
             xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
             h = self.filter.filters_for(features, slice(c0 * steps, c1 * steps)).view(c1 - c0, steps, seqlen)
             v = xs[-1]
             for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
                 pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
                 last = o == steps - 1
-                v = long_conv_torch(v, h[:, o], None if skip is None else skip[c0:c1, o], pre_gate,
-                                    xs[0] if last else None, out=out[:, c0:c1] if last else None)
+                v = long_conv_torch(
+                    v,
+                    h[:, o],
+                    None if skip is None else skip[c0:c1, o],
+                    pre_gate,
+                    xs[0] if last else None,
+                    out=out[:, c0:c1] if last else None,
+                )
         return out
 
     def _step_parameters(self, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
@@ -370,8 +476,9 @@ class HyenaOperator(nn.Module):
         else:
             state.append(step, u)
 
-    def step(self, hidden_states: torch.Tensor, state: HyenaConvState,
-             padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self, hidden_states: torch.Tensor, state: HyenaConvState, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Decoding of new tokens ``hidden_states (B, n, d)`` after a prefill: exact (the causal convolution sum over
         the stored history, O(T d) per token) or modal (the recurrence). Padded new tokens (``padding_mask (B, 1, n)``
         zero) enter as the full forward lets them: zero inputs and zero pre-gates."""
@@ -389,7 +496,7 @@ class HyenaOperator(nn.Module):
             h_rev, skip = state.step_params
         outputs = []
         for t in range(u_all.shape[-1]):
-            window = torch.cat([state.fir, u_all[..., t:t + 1]], dim=-1)
+            window = torch.cat([state.fir, u_all[..., t : t + 1]], dim=-1)
             state.fir = window[..., 1:]
             uc = short_conv_last_output(self.short_filter, window)
             *xs, v = uc.split(self.config.hidden_size, dim=1)
@@ -403,7 +510,7 @@ class HyenaOperator(nn.Module):
                     v = (residues[o] * state.ssm[o]).sum(-1).real.to(dtype)
                 else:  # exact causal convolution sum over the whole history
                     history = state.append(o, u[..., None])
-                    v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1]:].to(dtype)).sum(-1)
+                    v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].to(dtype)).sum(-1)
                 if skip is not None:
                     v = v + skip[o].to(dtype) * u
             outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
@@ -471,8 +578,9 @@ class H3Mixer(KeepsFloat32):
         vandermonde = torch.exp(dA.log().unsqueeze(-1) * pos)  # (d, n/2, L)
         return 2 * torch.einsum("dn,dnl->dl", dC, vandermonde).real
 
-    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                state: H3State | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None, state: H3State | None = None
+    ) -> torch.Tensor:
         if state is not None and state.ssm is not None:
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
@@ -499,7 +607,9 @@ class H3Mixer(KeepsFloat32):
         state.ssm = dC.unsqueeze(0) * decayed_sum(kv, dA)
         state.step_params = (self.shift_kernel(n).flip(-1), dA, dC)
 
-    def step(self, hidden_states: torch.Tensor, state: H3State, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self, hidden_states: torch.Tensor, state: H3State, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """H3's recurrence: shift SSM as an FIR window, diagonal SSM as a complex state; O(d * d_state) per token.
         Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as zero keys and zero SSM inputs, as in forward."""
         shift_kernel, dA, dC = state.step_params
@@ -559,11 +669,17 @@ class HyenaAttention(KeepsFloat32):
         freqs = position_ids[:, None, :, None].to(self.inv_freq.dtype) * self.inv_freq  # (B, 1, L, r/2)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim:]
+        rot, rest = x[..., : self.rotary_dim], x[..., self.rotary_dim :]
         return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor,
-                layer_cache: DynamicLayer | None = None, output_attentions: bool = False):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor,
+        layer_cache: DynamicLayer | None = None,
+        output_attentions: bool = False,
+    ):
         """``hidden_states (B, L, d)`` -> ``(B, L, d)`` and the attention weights ``(B, heads, L, T)`` (None unless
         ``output_attentions``). ``attention_mask`` is in the format of ``config._attn_implementation`` (see
         :func:`_attention_mask`). The kernel comes from transformers' attention interface."""
@@ -575,15 +691,31 @@ class HyenaAttention(KeepsFloat32):
         if layer_cache is not None:
             k, v = layer_cache.update(k, v)
         implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention = (eager_attention_forward if implementation in (None, "eager")
-                     else ALL_ATTENTION_FUNCTIONS[implementation])
-        out, weights = attention(self, q, k, v, attention_mask, dropout=self.config.attention_dropout
-                                 if self.training else 0.0, scaling=self.head_dim ** -0.5)
+        attention = (
+            eager_attention_forward if implementation in (None, "eager") else ALL_ATTENTION_FUNCTIONS[implementation]
+        )
+        out, weights = attention(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.head_dim**-0.5,
+        )
         return self.out_proj(out.reshape(bsz, seqlen, -1)), weights
 
 
-def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
     """Plain attention: ``softmax(q kᵀ · scaling + mask) v`` for ``q (B, H, L, hd)``, ``k, v (B, H, T, hd)`` and an
     additive ``mask (B|1, 1, L, T)``; returns the output ``(B, L, H, hd)`` and the weights ``(B, H, L, T)``."""
     weights = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -594,8 +726,9 @@ def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.T
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-def _attention_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, dtype: torch.dtype, device,
-                    implementation: str | None) -> torch.Tensor | None:
+def _attention_mask(
+    attention_mask: torch.Tensor | None, q_len: int, kv_len: int, dtype: torch.dtype, device, implementation: str | None
+) -> torch.Tensor | None:
     """The mask each attention kernel expects (as transformers' masking utilities build them): flash attention a
     ``(B, T)`` padding mask (None without padding; it applies causality itself), SDPA a boolean ``(B|1, 1, q, T)``
     mask (True = attend) or None where its own causal flag is right, eager an additive mask in ``dtype``, always."""
@@ -610,8 +743,9 @@ def _attention_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: int
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _allowed_positions(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device,
-                       always: bool = False) -> torch.Tensor | None:
+def _allowed_positions(
+    attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device, always: bool = False
+) -> torch.Tensor | None:
     """Boolean (B|1, 1, q, kv) causal + padding mask for queries at positions kv_len-q_len .. kv_len-1.
 
     None when plain causal attention is right (no padding, and no cached prefix or a single query), unless
@@ -683,8 +817,16 @@ class HyenaBlock(GradientCheckpointingLayer):
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
         return hidden_states, residual
 
-    def forward(self, hidden_states, residual=None, padding_mask=None, attn_mask=None, position_ids=None,
-                layer_cache=None, output_attentions=False):
+    def forward(
+        self,
+        hidden_states,
+        residual=None,
+        padding_mask=None,
+        attn_mask=None,
+        position_ids=None,
+        layer_cache=None,
+        output_attentions=False,
+    ):
         """Returns the block's output, the residual stream and the attention weights (None but for attention layers
         asked for them)."""
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout1, self.norm1)
@@ -721,18 +863,24 @@ class HyenaPreTrainedModel(PreTrainedModel):
         fresh = sorted(k for k in info["missing_keys"] if not k.startswith(cls._new_head_prefixes))
         if fresh:
             shown = ", ".join(fresh[:3]) + (f" and {len(fresh) - 3} more" if len(fresh) > 3 else "")
-            raise ValueError(f"{pretrained_model_name_or_path}: the checkpoint has no weights for {shown}; its config "
-                             "does not describe these weights (filter_type, hyena_order, attn_layer_idx?)")
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the checkpoint has no weights for {shown}; its config "
+                "does not describe these weights (filter_type, hyena_order, attn_layer_idx?)"
+            )
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{pretrained_model_name_or_path}: weight {name} holds NaN or infinite values "
-                                 "(a damaged or corrupted file)")
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: weight {name} holds NaN or infinite values "
+                    "(a damaged or corrupted file)"
+                )
         rounded = half_precision_filter_tensors(pretrained_model_name_or_path)
         if rounded:
-            warnings.warn(f"{pretrained_model_name_or_path} stores {len(rounded)} long-filter tensors in half precision "
-                          f"({rounded[0]}, ...): they are used in float32, but their rounding cannot be undone and can "
-                          "change the outputs completely; re-save or re-convert the model from float32 weights",
-                          stacklevel=2)
+            warnings.warn(
+                f"{pretrained_model_name_or_path} stores {len(rounded)} long-filter tensors in half precision "
+                f"({rounded[0]}, ...): they are used in float32, but their rounding cannot be undone and can "
+                "change the outputs completely; re-save or re-convert the model from float32 weights",
+                stacklevel=2,
+            )
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
@@ -744,8 +892,9 @@ class HyenaPreTrainedModel(PreTrainedModel):
         if push_to_hub:  # push_to_hub saves again (through this method) into the folder it uploads
             self.push_to_hub(kwargs.get("repo_id") or Path(save_directory).name, token=kwargs.get("token"))
 
-    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
-                                mean_resizing: bool = True) -> nn.Embedding:
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
         """transformers' resize in this model's terms: ``new_num_tokens`` becomes ``config.vocab_size`` (the width of
         the logits) and the embedding (and an untied head) keep ``vocab_size`` rounded up to ``pad_to_multiple_of``
         (else ``config.pad_vocab_size_multiple``) rows, so the resized model saves and loads. Old tokens keep their
@@ -757,26 +906,33 @@ class HyenaPreTrainedModel(PreTrainedModel):
         old_vocab, new_vocab = config.vocab_size, int(new_num_tokens or config.vocab_size)
         multiple = int(pad_to_multiple_of or config.pad_vocab_size_multiple)
         if new_vocab < 1 or multiple < 1:
-            raise ValueError(f"resize_token_embeddings needs new_num_tokens >= 1 and pad_to_multiple_of >= 1, got "
-                             f"{new_vocab} and {multiple}")
+            raise ValueError(
+                f"resize_token_embeddings needs new_num_tokens >= 1 and pad_to_multiple_of >= 1, got "
+                f"{new_vocab} and {multiple}"
+            )
         rows = -(-new_vocab // multiple) * multiple
         embeddings = self.get_input_embeddings()
         head = self.get_output_embeddings()
         tied = head is not None and head.weight is embeddings.weight
-        embeddings.weight = nn.Parameter(self._resized_rows(embeddings, old_vocab, new_vocab, rows, mean_resizing),
-                                         requires_grad=embeddings.weight.requires_grad)
+        embeddings.weight = nn.Parameter(
+            self._resized_rows(embeddings, old_vocab, new_vocab, rows, mean_resizing),
+            requires_grad=embeddings.weight.requires_grad,
+        )
         embeddings.num_embeddings = rows
         if head is not None and not tied:
-            head.weight = nn.Parameter(self._resized_rows(head, old_vocab, new_vocab, rows, mean_resizing),
-                                       requires_grad=head.weight.requires_grad)
+            head.weight = nn.Parameter(
+                self._resized_rows(head, old_vocab, new_vocab, rows, mean_resizing),
+                requires_grad=head.weight.requires_grad,
+            )
             head.out_features = rows
         config.vocab_size, config.pad_vocab_size_multiple = new_vocab, multiple
         self.tie_weights()
         return embeddings
 
     @torch.no_grad()
-    def _resized_rows(self, module: nn.Module, old_vocab: int, new_vocab: int, rows: int,
-                      mean_resizing: bool) -> torch.Tensor:
+    def _resized_rows(
+        self, module: nn.Module, old_vocab: int, new_vocab: int, rows: int, mean_resizing: bool
+    ) -> torch.Tensor:
         """``module.weight (old rows, d)`` -> ``(rows, d)``: the first ``min(old, new)`` token rows kept, new token rows
         initialised, padding rows zero."""
         weight = module.weight
@@ -837,14 +993,15 @@ class HyenaPreTrainedModel(PreTrainedModel):
             init.copy_(module.inv_freq, module.rotary_inv_freq(cfg))
 
     def _init_h3(self, module: H3Mixer) -> None:
-        """S4D-Lin init: A = -1/2 + i pi n, dt log-uniform in [1e-3, 1e-1], B = 1, C ~ N(0, 1/2) complex; shift B = e_1."""
+        """S4D-Lin init: A = -1/2 + i pi n, dt log-uniform in [1e-3, 1e-1], B = 1, C ~ N(0, 1/2) complex;
+        shift B = e_1."""
         d, half = module.ssm_inv_A_real.shape
         init.constant_(module.ssm_inv_A_real, math.log(0.5))
         init.copy_(module.ssm_A_imag, math.pi * torch.arange(half).float().expand(d, half))
         log_dt = torch.rand(d) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
         init.copy_(module.ssm_log_dt, log_dt)
         init.copy_(module.ssm_B, torch.stack([torch.ones(d, half), torch.zeros(d, half)], dim=-1))
-        init.normal_(module.ssm_C, std=0.5 ** 0.5)
+        init.normal_(module.ssm_C, std=0.5**0.5)
         shift_B = torch.zeros_like(module.shift_B)
         shift_B[:, 0] = 1.0
         init.copy_(module.shift_B, shift_B)
@@ -887,20 +1044,24 @@ class HyenaModel(HyenaPreTrainedModel):
             then `input_ids` holds only the new tokens and `attention_mask` covers past and new tokens.
         use_cache (`bool`, *optional*): return a `HyenaCache` to continue decoding from.
         """
-        output_hidden_states = (output_hidden_states if output_hidden_states is not None
-                                else self.config.output_hidden_states)
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training
-                                                             and not _tracing())
+        use_cache = (
+            use_cache if use_cache is not None else (self.config.use_cache and not self.training and not _tracing())
+        )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             _check_input_ids(input_ids, self.config.vocab_size)
             inputs_embeds = self.embeddings(input_ids)
         elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq_len, {self.config.hidden_size}), got "
-                             f"{tuple(inputs_embeds.shape)}")
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq_len, {self.config.hidden_size}), got "
+                f"{tuple(inputs_embeds.shape)}"
+            )
         bsz, seqlen = inputs_embeds.shape[:2]
         if use_cache and past_key_values is None:
             past_key_values = HyenaCache(self.config)
@@ -910,8 +1071,9 @@ class HyenaModel(HyenaPreTrainedModel):
         total = past + seqlen
         _check_length(self.config, total)
         if attention_mask is not None and tuple(attention_mask.shape) != (bsz, total):
-            raise ValueError(f"attention_mask must have shape {(bsz, total)} (past + new tokens), "
-                             f"got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must have shape {(bsz, total)} (past + new tokens), got {tuple(attention_mask.shape)}"
+            )
         if position_ids is None:
             if attention_mask is not None:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
@@ -919,8 +1081,9 @@ class HyenaModel(HyenaPreTrainedModel):
                 position_ids = torch.arange(past, total, device=inputs_embeds.device)[None].expand(bsz, -1)
 
         if bsz == 0 or seqlen == 0:  # nothing to mix: empty outputs, the cache as it was
-            return self._empty_output(inputs_embeds, past_key_values, output_hidden_states, output_attentions,
-                                      return_dict)
+            return self._empty_output(
+                inputs_embeds, past_key_values, output_hidden_states, output_attentions, return_dict
+            )
         new_mask = None if attention_mask is None else attention_mask[:, past:]
         if new_mask is not None:  # padded positions are selected away, not multiplied (NaN * 0 is NaN)
             inputs_embeds = inputs_embeds.masked_fill(~new_mask.bool()[..., None], 0.0)
@@ -928,8 +1091,9 @@ class HyenaModel(HyenaPreTrainedModel):
         attn_mask = None
         if self.config.attn_layer_idx:
             implementation = "eager" if output_attentions else self.config._attn_implementation
-            attn_mask = _attention_mask(attention_mask, seqlen, total, inputs_embeds.dtype, inputs_embeds.device,
-                                        implementation)
+            attn_mask = _attention_mask(
+                attention_mask, seqlen, total, inputs_embeds.dtype, inputs_embeds.device, implementation
+            )
 
         hidden_states, residual = inputs_embeds, None
         all_hidden_states = () if output_hidden_states else None
@@ -938,8 +1102,9 @@ class HyenaModel(HyenaPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states if residual is None else residual,)
             layer_cache = past_key_values.layers[i] if past_key_values is not None else None
-            hidden_states, residual, weights = block(hidden_states, residual, padding_mask, attn_mask, position_ids,
-                                                     layer_cache, output_attentions)
+            hidden_states, residual, weights = block(
+                hidden_states, residual, padding_mask, attn_mask, position_ids, layer_cache, output_attentions
+            )
             if output_attentions and weights is not None:  # attention layers only (as in transformers' hybrids)
                 all_attentions += (weights,)
         residual = self.drop_f(hidden_states) + residual
@@ -953,16 +1118,22 @@ class HyenaModel(HyenaPreTrainedModel):
     def _empty_output(self, inputs_embeds, past_key_values, output_hidden_states, output_attentions, return_dict):
         hidden_states = self.norm_f(inputs_embeds.to(self.norm_f.weight.dtype))
         all_hidden_states = (hidden_states,) * (len(self.layers) + 1) if output_hidden_states else None
-        return self._output(hidden_states, past_key_values, all_hidden_states, () if output_attentions else None,
-                            return_dict)
+        return self._output(
+            hidden_states, past_key_values, all_hidden_states, () if output_attentions else None, return_dict
+        )
 
     @staticmethod
     def _output(hidden_states, past_key_values, all_hidden_states, all_attentions, return_dict):
         if not return_dict:
-            return tuple(v for v in (hidden_states, past_key_values, all_hidden_states, all_attentions)
-                         if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
-                                       hidden_states=all_hidden_states, attentions=all_attentions)
+            return tuple(
+                v for v in (hidden_states, past_key_values, all_hidden_states, all_attentions) if v is not None
+            )
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
 
 
 def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
@@ -975,8 +1146,9 @@ def _check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     if input_ids.numel() and not _tracing():
         low, high = (int(v) for v in input_ids.aminmax())
         if low < 0 or high >= vocab_size:
-            raise ValueError(f"input_ids must be token ids in [0, vocab_size={vocab_size}), got values from {low} "
-                             f"to {high}")
+            raise ValueError(
+                f"input_ids must be token ids in [0, vocab_size={vocab_size}), got values from {low} to {high}"
+            )
 
 
 class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
@@ -1005,17 +1177,34 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
-                                      inputs_embeds=None, is_first_iteration=False, **kwargs):
+    def prepare_inputs_for_generation(
+        self,
+        input_ids,
+        past_key_values=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
         """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and
         forwards every other keyword), after refusing an empty prompt."""
-        if inputs_embeds is None and input_ids.shape[1] == 0 and not (past_key_values and
-                                                                       past_key_values.get_seq_length()):
-            raise ValueError("generate() needs a prompt of at least one token, got input_ids of length 0 (start from "
-                             "a BOS token, e.g. tokenizer.bos_token_id)")
-        return super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values,
-                                                     attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                                     is_first_iteration=is_first_iteration, **kwargs)
+        if (
+            inputs_embeds is None
+            and input_ids.shape[1] == 0
+            and not (past_key_values and past_key_values.get_seq_length())
+        ):
+            raise ValueError(
+                "generate() needs a prompt of at least one token, got input_ids of length 0 (start from "
+                "a BOS token, e.g. tokenizer.bos_token_id)"
+            )
+        return super().prepare_inputs_for_generation(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
 
     def forward(
         self,
@@ -1034,10 +1223,17 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> tuple | CausalLMOutputWithPast:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.backbone(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
-                                output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-                                return_dict=True)
+        outputs = self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         hidden_states = outputs.last_hidden_state
         if num_logits_to_keep is not None:
             logits_to_keep = num_logits_to_keep
@@ -1056,11 +1252,17 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
                 kwargs["num_items_in_batch"] = (targets != -100).sum().clamp(min=1)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states, outputs.attentions)
-                                       if v is not None)
+            output = (logits,) + tuple(
+                v for v in (outputs.past_key_values, outputs.hidden_states, outputs.attentions) if v is not None
+            )
             return ((loss,) + output) if loss is not None else output
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
 
 
 class HyenaForSequenceClassification(HyenaPreTrainedModel):
@@ -1089,9 +1291,15 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         **kwargs,
     ) -> tuple | SequenceClassifierOutputWithPast:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.backbone(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                use_cache=False, output_hidden_states=output_hidden_states,
-                                output_attentions=output_attentions, return_dict=True)
+        outputs = self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         logits = self.score(outputs.last_hidden_state)
         bsz, seqlen = logits.shape[:2]
         # Pool the last real token: from the attention mask when given, else from pad_token_id (left or right padding).
@@ -1112,8 +1320,9 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         if not return_dict:
             output = (pooled_logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
             return ((loss,) + output) if loss is not None else output
-        return SequenceClassifierOutputWithPast(loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states,
-                                                attentions=outputs.attentions)
+        return SequenceClassifierOutputWithPast(
+            loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 __all__ = [

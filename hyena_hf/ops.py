@@ -58,8 +58,9 @@ def causal_conv_torch(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     rows = u.shape[0] * u.shape[1] if u.dim() == 3 else 0
     if seqlen <= DIRECT_CONV_MAX_LEN and rows >= DIRECT_CONV_MIN_ROWS and u.device.type == "cpu":
         taps = h.shape[-1]
-        return torch.nn.functional.conv1d(torch.nn.functional.pad(u, (taps - 1, 0)), h.flip(-1).unsqueeze(1),
-                                          groups=u.shape[1])
+        return torch.nn.functional.conv1d(
+            torch.nn.functional.pad(u, (taps - 1, 0)), h.flip(-1).unsqueeze(1), groups=u.shape[1]
+        )
     n = _fast_fft_size(2 * seqlen)
     h_f = torch.fft.rfft(h, n=n)
     u_f = torch.fft.rfft(u, n=n)
@@ -191,8 +192,10 @@ def _blocked_backward(dy, v, h, D, pre_gate, post_gate, needs: tuple[bool, ...])
         if dD is not None:
             dD[block] = (g * u).sum(dim=(0, 2))
     # gates broadcast over channels get full-shape gradients here; autograd sums them down to the gate's shape
-    return tuple(None if grad is None else grad.to(like.dtype)
-                 for grad, like in zip((dv, dh, dD, d_pre, d_post), (v, h, D, pre_gate, post_gate)))
+    return tuple(
+        None if grad is None else grad.to(like.dtype)
+        for grad, like in zip((dv, dh, dD, d_pre, d_post), (v, h, D, pre_gate, post_gate))
+    )
 
 
 class _LongConvTorch(torch.autograd.Function):
@@ -215,8 +218,9 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tens
     memory passes than :func:`long_conv_reference` (see :func:`_blocked_forward`), with an explicit backward under
     autograd; short inputs (where the direct convolution may win) take the reference. ``out`` (without autograd
     only): a tensor of v's shape and dtype to write the result into."""
-    if out is not None and (out.shape != v.shape or out.dtype != v.dtype
-                            or needs_autograd(v, h, D, pre_gate, post_gate)):
+    if out is not None and (
+        out.shape != v.shape or out.dtype != v.dtype or needs_autograd(v, h, D, pre_gate, post_gate)
+    ):
         raise ValueError("long_conv_torch: out= needs a tensor of v's shape and dtype, and no autograd")
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         y = long_conv_reference(v, h, D, pre_gate, post_gate)
@@ -254,17 +258,26 @@ def resolve_impl(requested: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" and _triton_available() else "torch"
     if impl == "triton":
         if not _triton_available():
-            raise RuntimeError("long_conv_impl='triton' was forced but the Triton kernels cannot be imported "
-                               "(install the 'triton' extra)")
+            raise RuntimeError(
+                "long_conv_impl='triton' was forced but the Triton kernels cannot be imported "
+                "(install the 'triton' extra)"
+            )
         if device.type != "cuda" and not interpreted:
-            raise RuntimeError(f"long_conv_impl='triton' was forced on a {device.type} tensor; Triton needs a CUDA "
-                               "device (or TRITON_INTERPRET=1 for the CPU interpreter)")
+            raise RuntimeError(
+                f"long_conv_impl='triton' was forced on a {device.type} tensor; Triton needs a CUDA "
+                "device (or TRITON_INTERPRET=1 for the CPU interpreter)"
+            )
     return impl
 
 
-def long_conv(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None = None,
-              pre_gate: torch.Tensor | None = None, post_gate: torch.Tensor | None = None,
-              impl: str = "auto") -> torch.Tensor:
+def long_conv(
+    v: torch.Tensor,
+    h: torch.Tensor,
+    D: torch.Tensor | None = None,
+    pre_gate: torch.Tensor | None = None,
+    post_gate: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
     """Gated causal long convolution; see the module docstring. ``impl``: "auto" | "torch" | "triton"."""
     if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
         raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")

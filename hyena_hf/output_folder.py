@@ -53,14 +53,18 @@ def _previous_output(out: Path) -> set[str]:
     try:
         listed = set(json.loads(manifest.read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise OutputFolderError(f"OUTPUT_DIR {out} is not empty and was not written by hyena-hf (no readable "
-                                f"{MANIFEST}): refusing to overwrite it; choose an empty or new folder") from None
+        raise OutputFolderError(
+            f"OUTPUT_DIR {out} is not empty and was not written by hyena-hf (no readable "
+            f"{MANIFEST}): refusing to overwrite it; choose an empty or new folder"
+        ) from None
     present = {p.name for p in out.iterdir()}
     foreign = sorted(present - listed - {MANIFEST})
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise OutputFolderError(f"OUTPUT_DIR {out} holds files hyena-hf did not write ({shown}): refusing to "
-                                "overwrite; move them or choose another folder")
+        raise OutputFolderError(
+            f"OUTPUT_DIR {out} holds files hyena-hf did not write ({shown}): refusing to "
+            "overwrite; move them or choose another folder"
+        )
     return present
 
 
@@ -108,14 +112,21 @@ def check_output(output_dir: str | Path, *, overwrite: bool = False, inputs: Ite
     out = check_output_location(Path(output_dir), inputs)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise OutputFolderError(f"OUTPUT_DIR {output_dir} exists and is not empty (pass --overwrite to replace "
-                                    "an earlier hyena-hf output)")
+            raise OutputFolderError(
+                f"OUTPUT_DIR {output_dir} exists and is not empty (pass --overwrite to replace "
+                "an earlier hyena-hf output)"
+            )
         _previous_output(out)
     return out
 
 
-def write_folder(output_dir: str | Path, write: Callable[[Path], None], *, overwrite: bool = False,
-                 inputs: Iterable[Path | None] = ()) -> Path:
+def write_folder(
+    output_dir: str | Path,
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[Path | None] = (),
+) -> Path:
     """Run ``write(folder)`` into a staging folder and move it to OUTPUT_DIR under the rules of the module docstring.
 
     Returns the resolved OUTPUT_DIR. On any error (or interruption) OUTPUT_DIR is left as it was.

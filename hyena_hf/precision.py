@@ -32,8 +32,12 @@ FLOAT32_PARAMETER_PATTERNS = ["mixer.filter.", "mixer.shift_", "mixer.ssm_", r"m
 
 # Largest error of the logits against the float32 model (relative L2) and smallest argmax agreement per dtype; the
 # converter's --reference check fails outside them.
-PARITY_BOUNDS = {torch.float64: (1e-4, 0.99), torch.float32: (1e-4, 0.99), torch.bfloat16: (3e-2, 0.95),
-                 torch.float16: (5e-3, 0.98)}
+PARITY_BOUNDS = {
+    torch.float64: (1e-4, 0.99),
+    torch.float32: (1e-4, 0.99),
+    torch.bfloat16: (3e-2, 0.95),
+    torch.float16: (5e-3, 0.98),
+}
 
 
 @contextmanager
@@ -64,6 +68,7 @@ def _without_downcast(fn):
         if out.dtype in HALF_DTYPES and tensor.is_floating_point() and tensor.dtype not in HALF_DTYPES:
             return tensor.to(device=out.device)  # the move alone: the precision is kept
         return out
+
     return apply
 
 
@@ -96,6 +101,9 @@ def half_precision_filter_tensors(folder) -> list[str]:
     names = []
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
-            names += [key for key in handle.keys()
-                      if pattern.search(key) and handle.get_slice(key).get_dtype() in ("BF16", "F16")]
+            names += [
+                key
+                for key in handle.keys()
+                if pattern.search(key) and handle.get_slice(key).get_dtype() in ("BF16", "F16")
+            ]
     return names

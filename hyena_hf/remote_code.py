@@ -16,8 +16,15 @@ from pathlib import Path
 
 # The modules the model needs, copied flat (their relative imports keep working in transformers' module cache).
 # The entry points (hyena_remote*.py) are modules of the package too.
-MODEL_MODULES = ("hyena_remote.py", "configuration_hyena.py", "modeling_hyena.py", "cache_hyena.py", "modal.py",
-                 "ops.py", "precision.py", "remote_code.py", "thresholds.py")
+MODEL_MODULES = (
+    "hyena_remote.py",
+    "configuration_hyena.py",
+    "modeling_hyena.py",
+    "cache_hyena.py",
+    "ops.py",
+    "precision.py",
+    "remote_code.py",
+)
 TOKENIZER_MODULES = ("hyena_remote_tokenizer.py", "tokenization_hyenadna.py", "remote_code.py")
 
 MODEL_AUTO_MAP = {

@@ -2,7 +2,8 @@
 
 Associative recall: ``k1 v1 k2 v2 ... kn vn q`` -> the value that followed key ``q``. Keys and values are disjoint
 token sets; every key appears once, so the answer is determined by the context. Induction heads: a random sequence
-containing a special token ``@`` followed by some token ``x`` early on; the sequence ends in ``@`` and the answer is ``x``.
+containing a special token ``@`` followed by some token ``x`` early on; the sequence ends in ``@`` and the answer is
+``x``.
 Only the answer position carries a label (-100 elsewhere), so the loss and the accuracy measure recall, not the noise.
 """
 
@@ -12,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[EOS]", "@"]
@@ -88,8 +89,9 @@ def make_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]",
-                                   padding_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]", padding_side="left"
+    )
 
 
 def task_words(task) -> list[str]:
@@ -122,7 +124,7 @@ def answer_accuracy(model, dataset, batch_size: int = 256) -> float:
     model.eval()
     correct = total = 0
     for start in range(0, len(dataset), batch_size):
-        batch = dataset[start:start + batch_size]
+        batch = dataset[start : start + batch_size]
         ids = torch.tensor(batch["input_ids"], device=model.device)
         labels = torch.tensor(batch["labels"], device=model.device)[:, 1:]
         predicted = model(ids[:, :-1]).logits.argmax(-1)
@@ -132,21 +134,39 @@ def answer_accuracy(model, dataset, batch_size: int = 256) -> float:
     return correct / total
 
 
-def train_on_task(model, train_dataset, output_dir: str, max_steps: int, batch_size: int = 64,
-                  learning_rate: float = 3e-3, seed: int = 0, progress: bool = True):
+def train_on_task(
+    model,
+    train_dataset,
+    output_dir: str,
+    max_steps: int,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+):
     """Train with `transformers.Trainer` (AdamW, linear warm-up/decay); returns the Trainer's TrainOutput."""
     from transformers import Trainer, TrainingArguments, default_data_collator
 
     args = TrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=max_steps,
-        learning_rate=learning_rate, weight_decay=0.0, warmup_steps=max(1, max_steps // 20),
-        lr_scheduler_type="cosine", logging_steps=max(1, max_steps // 10), save_strategy="no", report_to=[],
-        seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        weight_decay=0.0,
+        warmup_steps=max(1, max_steps // 20),
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, max_steps // 10),
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress,
         dataloader_drop_last=True,
     )
     columns = ["input_ids", "attention_mask", "labels"]
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset.select_columns(columns),
-                      data_collator=default_data_collator)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_dataset.select_columns(columns), data_collator=default_data_collator
+    )
     return trainer.train()
 
 
@@ -157,24 +177,51 @@ def build_model(kind: str, vocab_size: int, seq_len: int, hidden_size: int, num_
     from .configuration_hyena import HyenaConfig
     from .modeling_hyena import HyenaForCausalLM
 
-    common = dict(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
-                  intermediate_size=2 * hidden_size, max_position_embeddings=seq_len, embd_pdrop=0.0,
-                  pad_token_id=pad_token_id)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=seq_len,
+        embd_pdrop=0.0,
+        pad_token_id=pad_token_id,
+    )
     if kind == "hyena":
         return HyenaForCausalLM(HyenaConfig(**common, filter_order=64, filter_emb_dim=5, filter_sin_freq=10.0))
     if kind == "h3":
         return HyenaForCausalLM(HyenaConfig(**common, filter_type="h3", ssm_state_size=64))
     if kind == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=hidden_size, n_layer=num_layers,
-                                          n_head=max(1, hidden_size // 32), n_inner=2 * hidden_size,
-                                          n_positions=seq_len, embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0,
-                                          pad_token_id=pad_token_id, bos_token_id=None, eos_token_id=None))
+        return GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab_size,
+                n_embd=hidden_size,
+                n_layer=num_layers,
+                n_head=max(1, hidden_size // 32),
+                n_inner=2 * hidden_size,
+                n_positions=seq_len,
+                embd_pdrop=0.0,
+                resid_pdrop=0.0,
+                attn_pdrop=0.0,
+                pad_token_id=pad_token_id,
+                bos_token_id=None,
+                eos_token_id=None,
+            )
+        )
     raise ValueError(f"unknown model kind {kind!r}; choose hyena, h3 or gpt2")
 
 
-def compare_models(task, kinds=("hyena", "h3", "gpt2"), steps: int = 2000, hidden_size: int = 128,
-                   num_layers: int = 2, train_examples: int = 20000, learning_rate: float = 3e-3, seed: int = 0,
-                   output_dir: str = "synthetic_output", progress: bool = True) -> list[dict]:
+def compare_models(
+    task,
+    kinds=("hyena", "h3", "gpt2"),
+    steps: int = 2000,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    train_examples: int = 20000,
+    learning_rate: float = 3e-3,
+    seed: int = 0,
+    output_dir: str = "synthetic_output",
+    progress: bool = True,
+) -> list[dict]:
     """Train each model kind on ``task`` with the same data and budget; returns one row per model."""
     import json
     import time
@@ -191,10 +238,24 @@ def compare_models(task, kinds=("hyena", "h3", "gpt2"), steps: int = 2000, hidde
         set_seed(seed)
         model = build_model(kind, len(tokenizer), seq_len, hidden_size, num_layers, tokenizer.pad_token_id)
         start = time.perf_counter()
-        train_on_task(model, train, str(Path(output_dir) / f"trainer_{kind}"), max_steps=steps,
-                      learning_rate=learning_rate, seed=seed, progress=progress)
-        rows.append({"model": kind, "parameters": model.num_parameters(), "steps": steps,
-                     "train_seconds": time.perf_counter() - start, "held_out_accuracy": answer_accuracy(model, held_out)})
+        train_on_task(
+            model,
+            train,
+            str(Path(output_dir) / f"trainer_{kind}"),
+            max_steps=steps,
+            learning_rate=learning_rate,
+            seed=seed,
+            progress=progress,
+        )
+        rows.append(
+            {
+                "model": kind,
+                "parameters": model.num_parameters(),
+                "steps": steps,
+                "train_seconds": time.perf_counter() - start,
+                "held_out_accuracy": answer_accuracy(model, held_out),
+            }
+        )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "synthetic_results.json").write_text(json.dumps({"task": repr(task), "rows": rows}, indent=2))
@@ -205,7 +266,9 @@ def compare_models(task, kinds=("hyena", "h3", "gpt2"), steps: int = 2000, hidde
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.bar([r["model"] for r in rows], [r["held_out_accuracy"] for r in rows], color=["C0", "C1", "C2"][: len(rows)])
+        ax.bar(
+            [r["model"] for r in rows], [r["held_out_accuracy"] for r in rows], color=["C0", "C1", "C2"][: len(rows)]
+        )
         ax.set(ylim=(0, 1), ylabel="held-out accuracy", title=type(task).__name__)
         fig.tight_layout()
         fig.savefig(out / "synthetic_results.png", dpi=120)

@@ -31,8 +31,9 @@ def _read_vocab(vocab_file: str) -> dict[str, int]:
         raise ValueError(f"tokenizer vocabulary {vocab_file} must map tokens to ids, got a {type(vocab).__name__}")
     bad = [k for k, v in vocab.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
     if bad:
-        raise ValueError(f"tokenizer vocabulary {vocab_file}: token {bad[0]!r} has id {vocab[bad[0]]!r}, not a "
-                         "non-negative integer")
+        raise ValueError(
+            f"tokenizer vocabulary {vocab_file}: token {bad[0]!r} has id {vocab[bad[0]]!r}, not a non-negative integer"
+        )
     if len(set(vocab.values())) != len(vocab):
         raise ValueError(f"tokenizer vocabulary {vocab_file} gives two tokens the same id")
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
@@ -45,9 +46,15 @@ class HyenaDNATokenizer(PreTrainedTokenizer):
     vocab_files_names = {"vocab_file": "vocab.json"}
     model_input_names = ["input_ids", "attention_mask"]
 
-    def __init__(self, vocab_file: str | None = None, characters: list[str] | None = None,
-                 wrap_with_cls: bool = False, model_max_length: int = 1_000_002, padding_side: str = "left",
-                 **kwargs):
+    def __init__(
+        self,
+        vocab_file: str | None = None,
+        characters: list[str] | None = None,
+        wrap_with_cls: bool = False,
+        model_max_length: int = 1_000_002,
+        padding_side: str = "left",
+        **kwargs,
+    ):
         if vocab_file is not None:
             self._vocab = _read_vocab(vocab_file)
         else:
@@ -55,12 +62,19 @@ class HyenaDNATokenizer(PreTrainedTokenizer):
             self._vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + chars)}
         self._ids_to_tokens = {i: tok for tok, i in self._vocab.items()}
         self.wrap_with_cls = wrap_with_cls
-        for name, token in (("cls_token", "[CLS]"), ("sep_token", "[SEP]"), ("bos_token", "[BOS]"),
-                            ("eos_token", "[SEP]"), ("mask_token", "[MASK]"), ("pad_token", "[PAD]"),
-                            ("unk_token", "[UNK]")):
+        for name, token in (
+            ("cls_token", "[CLS]"),
+            ("sep_token", "[SEP]"),
+            ("bos_token", "[BOS]"),
+            ("eos_token", "[SEP]"),
+            ("mask_token", "[MASK]"),
+            ("pad_token", "[PAD]"),
+            ("unk_token", "[UNK]"),
+        ):
             kwargs.setdefault(name, token)
-        super().__init__(model_max_length=model_max_length, padding_side=padding_side,
-                         wrap_with_cls=wrap_with_cls, **kwargs)
+        super().__init__(
+            model_max_length=model_max_length, padding_side=padding_side, wrap_with_cls=wrap_with_cls, **kwargs
+        )
 
     @property
     def vocab_size(self) -> int:

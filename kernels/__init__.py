@@ -16,8 +16,13 @@ from .multipass import fftconv_rows_multipass, filter_gradient_multipass
 
 
 @torch.library.custom_op("hyena_hf::long_conv", mutates_args=())
-def _long_conv_op(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None, pre_gate: torch.Tensor | None,
-                  post_gate: torch.Tensor | None) -> torch.Tensor:
+def _long_conv_op(
+    v: torch.Tensor,
+    h: torch.Tensor,
+    D: torch.Tensor | None,
+    pre_gate: torch.Tensor | None,
+    post_gate: torch.Tensor | None,
+) -> torch.Tensor:
     return fftconv_rows(v, filter_spectrum(h, v.shape[-1]), D, pre_gate, post_gate)
 
 
@@ -27,9 +32,14 @@ def _(v, h, D, pre_gate, post_gate):
 
 
 @torch.library.custom_op("hyena_hf::long_conv_backward", mutates_args=())
-def _long_conv_backward_op(dy: torch.Tensor, v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None,
-                           pre_gate: torch.Tensor | None, post_gate: torch.Tensor | None
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _long_conv_backward_op(
+    dy: torch.Tensor,
+    v: torch.Tensor,
+    h: torch.Tensor,
+    D: torch.Tensor | None,
+    pre_gate: torch.Tensor | None,
+    post_gate: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for (v, h, D, pre, post); empty tensors stand for inputs that were None."""
     return long_conv_backward(dy, v, h, D, pre_gate, post_gate)
 
@@ -49,18 +59,35 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dy):
     v, h, D, pre_gate, post_gate = ctx.saved_tensors
     dv, dh, dD, d_pre, d_post = _long_conv_backward_op(dy, v, h, D, pre_gate, post_gate)
-    return (dv, dh, dD if D is not None else None, d_pre if pre_gate is not None else None,
-            d_post if post_gate is not None else None)
+    return (
+        dv,
+        dh,
+        dD if D is not None else None,
+        d_pre if pre_gate is not None else None,
+        d_post if post_gate is not None else None,
+    )
 
 
 _long_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def triton_long_conv(v: torch.Tensor, h: torch.Tensor, D: torch.Tensor | None = None,
-                     pre_gate: torch.Tensor | None = None, post_gate: torch.Tensor | None = None) -> torch.Tensor:
+def triton_long_conv(
+    v: torch.Tensor,
+    h: torch.Tensor,
+    D: torch.Tensor | None = None,
+    pre_gate: torch.Tensor | None = None,
+    post_gate: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Fused gated causal long convolution (see ``hyena_hf.ops.long_conv``) by the Triton kernel."""
     return _long_conv_op(v, h, D, pre_gate, post_gate)
 
 
-__all__ = ["MAX_FUSED_LEN", "triton_long_conv", "fftconv_rows", "fftconv_rows_multipass", "filter_gradient_multipass",
-           "filter_spectrum", "long_conv_backward"]
+__all__ = [
+    "MAX_FUSED_LEN",
+    "triton_long_conv",
+    "fftconv_rows",
+    "fftconv_rows_multipass",
+    "filter_gradient_multipass",
+    "filter_spectrum",
+    "long_conv_backward",
+]

@@ -66,8 +66,12 @@ def dft_constants(n1: int, n2: int, device: torch.device) -> tuple[torch.Tensor,
             idx = torch.arange(m, dtype=torch.float64)
             return torch.exp(-2j * math.pi * torch.outer(idx, idx) / m)
 
-        twiddle = torch.exp(-2j * math.pi * torch.outer(torch.arange(n1, dtype=torch.float64),
-                                                        torch.arange(n2, dtype=torch.float64)) / n)
+        twiddle = torch.exp(
+            -2j
+            * math.pi
+            * torch.outer(torch.arange(n1, dtype=torch.float64), torch.arange(n2, dtype=torch.float64))
+            / n
+        )
         planes = []
         for mat in (dft(n1), dft(n2), twiddle):
             planes += [mat.real.float().contiguous().to(device), mat.imag.float().contiguous().to(device)]
@@ -96,8 +100,16 @@ def load_dft_tiles(f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, N1: tl.
     f1_out = r_half[:, None] * N1 + r_full[None, :]
     tw = r_full[:, None] * N2 + cols[None, :]
     f2 = cols[:, None] * N2 + cols[None, :]
-    return (tl.load(f1r_ptr + f1_in), tl.load(f1i_ptr + f1_in), tl.load(f1r_ptr + f1_out), tl.load(f1i_ptr + f1_out),
-            tl.load(twr_ptr + tw), tl.load(twi_ptr + tw), tl.load(f2r_ptr + f2), tl.load(f2i_ptr + f2))
+    return (
+        tl.load(f1r_ptr + f1_in),
+        tl.load(f1i_ptr + f1_in),
+        tl.load(f1r_ptr + f1_out),
+        tl.load(f1i_ptr + f1_out),
+        tl.load(twr_ptr + tw),
+        tl.load(twi_ptr + tw),
+        tl.load(f2r_ptr + f2),
+        tl.load(f2i_ptr + f2),
+    )
 
 
 @triton.jit

@@ -13,18 +13,44 @@ import torch
 import triton
 import triton.language as tl
 
-from .dft import (dft_constants, dft_of_half, dot_precision, factors, fused_launch_configs, half_row_positions,
-                  inverse_dft_to_half, load_dft_tiles, spectrum_tile_offsets)
+from .dft import (
+    dft_constants,
+    dft_of_half,
+    dot_precision,
+    factors,
+    fused_launch_configs,
+    half_row_positions,
+    inverse_dft_to_half,
+    load_dft_tiles,
+    spectrum_tile_offsets,
+)
 from .multipass import fftconv_rows_multipass
 
 
 @triton.autotune(configs=fused_launch_configs(), key=["N1", "N2", "HAS_PRE", "HAS_POST", "HAS_D", "DOT"])
 @triton.jit
 def _fftconv_row_kernel(
-    v_ptr, pre_ptr, post_ptr, d_ptr, out_ptr, hr_ptr, hi_ptr,
-    f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr,
-    L, C, inv_n,
-    N1: tl.constexpr, N2: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr,
+    v_ptr,
+    pre_ptr,
+    post_ptr,
+    d_ptr,
+    out_ptr,
+    hr_ptr,
+    hi_ptr,
+    f1r_ptr,
+    f1i_ptr,
+    f2r_ptr,
+    f2i_ptr,
+    twr_ptr,
+    twi_ptr,
+    L,
+    C,
+    inv_n,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
     DOT: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -37,13 +63,13 @@ def _fftconv_row_kernel(
         x = x * tl.load(pre_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
 
     f1r_in, f1i_in, f1r_out, f1i_out, twr, twi, f2r, f2i = load_dft_tiles(
-        f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, N1, N2)
+        f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, N1, N2
+    )
     zr, zi = dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT)
     h_off = channel.to(tl.int64) * (N1 * N2) + spectrum_tile_offsets(N1, N2)
     hr = tl.load(hr_ptr + h_off)
     hi = tl.load(hi_ptr + h_off)
-    y = inverse_dft_to_half(zr * hr - zi * hi, zr * hi + zi * hr, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n,
-                            DOT)
+    y = inverse_dft_to_half(zr * hr - zi * hi, zr * hi + zi * hr, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n, DOT)
 
     if HAS_D:
         y = y + tl.load(d_ptr + channel).to(tl.float32) * x
@@ -61,9 +87,14 @@ def fits_one_program(seqlen: int) -> bool:
     return seqlen <= MAX_FUSED_LEN
 
 
-def fftconv_rows(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], D: torch.Tensor | None = None,
-                 pre_gate: torch.Tensor | None = None, post_gate: torch.Tensor | None = None,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def fftconv_rows(
+    v: torch.Tensor,
+    spectrum: tuple[torch.Tensor, torch.Tensor],
+    D: torch.Tensor | None = None,
+    pre_gate: torch.Tensor | None = None,
+    post_gate: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Gated long convolution of ``v: (B, C, L)`` with the filter ``spectrum`` of :func:`.dft.filter_spectrum`.
     ``out`` (optional) receives the result."""
     B, C, L = v.shape
@@ -74,11 +105,22 @@ def fftconv_rows(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], D
     out = torch.empty_like(v) if out is None else out
     hr, hi = spectrum
     _fftconv_row_kernel[(B * C,)](
-        v, v if pre_gate is None else pre_gate.contiguous(), v if post_gate is None else post_gate.contiguous(),
-        v if D is None else D.contiguous(), out, hr, hi,
+        v,
+        v if pre_gate is None else pre_gate.contiguous(),
+        v if post_gate is None else post_gate.contiguous(),
+        v if D is None else D.contiguous(),
+        out,
+        hr,
+        hi,
         *dft_constants(n1, n2, v.device),
-        L, C, 1.0 / (n1 * n2),
-        N1=n1, N2=n2, HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None,
+        L,
+        C,
+        1.0 / (n1 * n2),
+        N1=n1,
+        N2=n2,
+        HAS_PRE=pre_gate is not None,
+        HAS_POST=post_gate is not None,
+        HAS_D=D is not None,
         DOT=dot_precision(v.dtype),
     )
     return out

@@ -24,9 +24,25 @@ MODE_FILTER, MODE_INVERSE, MODE_CROSS, MODE_PLAIN = 0, 1, 2, 3
 
 
 @triton.jit
-def _column_dft(x_ptr, gate_ptr, sr_ptr, si_ptr, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, L, row0,
-                N1: tl.constexpr, N2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                DOT: tl.constexpr, HAS_GATE: tl.constexpr):
+def _column_dft(
+    x_ptr,
+    gate_ptr,
+    sr_ptr,
+    si_ptr,
+    f1r_ptr,
+    f1i_ptr,
+    twr_ptr,
+    twi_ptr,
+    L,
+    row0,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DOT: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+):
     local, pm, pn = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     k1 = pm * BM + tl.arange(0, BM)
     n2 = pn * BN + tl.arange(0, BN)
@@ -52,9 +68,28 @@ def _column_dft(x_ptr, gate_ptr, sr_ptr, si_ptr, f1r_ptr, f1i_ptr, twr_ptr, twi_
 
 
 @triton.jit
-def _row_dft(ar_ptr, ai_ptr, br_ptr, bi_ptr, f2r_ptr, f2i_ptr, mr_ptr, mi_ptr, twr_ptr, twi_ptr, C, row0,
-             N1: tl.constexpr, N2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-             DOT: tl.constexpr, MODE: tl.constexpr, CONJ: tl.constexpr):
+def _row_dft(
+    ar_ptr,
+    ai_ptr,
+    br_ptr,
+    bi_ptr,
+    f2r_ptr,
+    f2i_ptr,
+    mr_ptr,
+    mi_ptr,
+    twr_ptr,
+    twi_ptr,
+    C,
+    row0,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DOT: tl.constexpr,
+    MODE: tl.constexpr,
+    CONJ: tl.constexpr,
+):
     """S = A @ F2 (A @ conj(F2) for the inverse), then by MODE: B = S * H[channel] (conj(H) if CONJ); B = S * conj(tw);
     B += M * conj(S) (M: another spectrum of the same rows); B = S."""
     local, pm, pn = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -100,11 +135,33 @@ def _row_dft(ar_ptr, ai_ptr, br_ptr, bi_ptr, f2r_ptr, f2i_ptr, mr_ptr, mi_ptr, t
 
 
 @triton.jit
-def _column_idft(qr_ptr, qi_ptr, v_ptr, pre_ptr, post_ptr, aux_ptr, d_ptr, out_ptr, aux_out_ptr, f1r_ptr, f1i_ptr,
-                 L, C, row0, inv_n,
-                 N1: tl.constexpr, N2: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                 DOT: tl.constexpr, HAS_PRE: tl.constexpr, HAS_POST: tl.constexpr, HAS_D: tl.constexpr,
-                 HAS_AUX: tl.constexpr):
+def _column_idft(
+    qr_ptr,
+    qi_ptr,
+    v_ptr,
+    pre_ptr,
+    post_ptr,
+    aux_ptr,
+    d_ptr,
+    out_ptr,
+    aux_out_ptr,
+    f1r_ptr,
+    f1i_ptr,
+    L,
+    C,
+    row0,
+    inv_n,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    DOT: tl.constexpr,
+    HAS_PRE: tl.constexpr,
+    HAS_POST: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_AUX: tl.constexpr,
+):
     """y = inverse + D * (pre * v);  out = post * y;  aux_out = aux * y."""
     local, pm, pn = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     row = local + row0
@@ -143,11 +200,18 @@ def _tile(n1: int, n2: int, block: int) -> int:
     return min(block, n1 // 2, n2)
 
 
-def fftconv_rows_multipass(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor],
-                           D: torch.Tensor | None = None, pre_gate: torch.Tensor | None = None,
-                           post_gate: torch.Tensor | None = None, conj: bool = False,
-                           out: torch.Tensor | None = None, aux: torch.Tensor | None = None,
-                           aux_out: torch.Tensor | None = None, block: int = 32) -> torch.Tensor:
+def fftconv_rows_multipass(
+    v: torch.Tensor,
+    spectrum: tuple[torch.Tensor, torch.Tensor],
+    D: torch.Tensor | None = None,
+    pre_gate: torch.Tensor | None = None,
+    post_gate: torch.Tensor | None = None,
+    conj: bool = False,
+    out: torch.Tensor | None = None,
+    aux: torch.Tensor | None = None,
+    aux_out: torch.Tensor | None = None,
+    block: int = 32,
+) -> torch.Tensor:
     """Multi-pass counterpart of :func:`.fftconv.fftconv_rows` (same arguments), for any length. With ``aux``,
     ``aux_out`` also receives ``aux * y``, the result before the post gate."""
     B, C, L = v.shape
@@ -170,22 +234,102 @@ def fftconv_rows_multipass(v: torch.Tensor, spectrum: tuple[torch.Tensor, torch.
     for row0 in range(0, rows, chunk):
         r = min(chunk, rows - row0)
         grid = (r, n1 // t, n2 // t)
-        _column_dft[grid](v, pre, s[0], s[1], f1r, f1i, twr, twi, L, row0,
-                          N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot, HAS_GATE=pre_gate is not None)
-        _row_dft[grid](s[0], s[1], s[2], s[3], f2r, f2i, hr, hi, twr, twi, C, row0,
-                       N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot, MODE=MODE_FILTER, CONJ=conj)
-        _row_dft[grid](s[2], s[3], s[0], s[1], f2r, f2i, hr, hi, twr, twi, C, row0,
-                       N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot, MODE=MODE_INVERSE, CONJ=False)
+        _column_dft[grid](
+            v,
+            pre,
+            s[0],
+            s[1],
+            f1r,
+            f1i,
+            twr,
+            twi,
+            L,
+            row0,
+            N1=n1,
+            N2=n2,
+            BM=t,
+            BN=t,
+            BK=t,
+            DOT=dot,
+            HAS_GATE=pre_gate is not None,
+        )
+        _row_dft[grid](
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            f2r,
+            f2i,
+            hr,
+            hi,
+            twr,
+            twi,
+            C,
+            row0,
+            N1=n1,
+            N2=n2,
+            BM=t,
+            BN=t,
+            BK=t,
+            DOT=dot,
+            MODE=MODE_FILTER,
+            CONJ=conj,
+        )
+        _row_dft[grid](
+            s[2],
+            s[3],
+            s[0],
+            s[1],
+            f2r,
+            f2i,
+            hr,
+            hi,
+            twr,
+            twi,
+            C,
+            row0,
+            N1=n1,
+            N2=n2,
+            BM=t,
+            BN=t,
+            BK=t,
+            DOT=dot,
+            MODE=MODE_INVERSE,
+            CONJ=False,
+        )
         _column_idft[(r, (n1 // 2) // t, n2 // t)](
-            s[0], s[1], v, pre, post, aux, v if D is None else D.contiguous(), out, dummy_out, f1r, f1i,
-            L, C, row0, 1.0 / (n1 * n2), N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot,
-            HAS_PRE=pre_gate is not None, HAS_POST=post_gate is not None, HAS_D=D is not None,
-            HAS_AUX=aux_out is not None)
+            s[0],
+            s[1],
+            v,
+            pre,
+            post,
+            aux,
+            v if D is None else D.contiguous(),
+            out,
+            dummy_out,
+            f1r,
+            f1i,
+            L,
+            C,
+            row0,
+            1.0 / (n1 * n2),
+            N1=n1,
+            N2=n2,
+            BM=t,
+            BN=t,
+            BK=t,
+            DOT=dot,
+            HAS_PRE=pre_gate is not None,
+            HAS_POST=post_gate is not None,
+            HAS_D=D is not None,
+            HAS_AUX=aux_out is not None,
+        )
     return out
 
 
-def filter_gradient_multipass(g_src: torch.Tensor, g_gate: torch.Tensor | None, u_src: torch.Tensor,
-                              u_gate: torch.Tensor | None, block: int = 32) -> torch.Tensor:
+def filter_gradient_multipass(
+    g_src: torch.Tensor, g_gate: torch.Tensor | None, u_src: torch.Tensor, u_gate: torch.Tensor | None, block: int = 32
+) -> torch.Tensor:
     """``dh[c, j] = sum_b sum_t g[b, c, t] u[b, c, t - j]`` for j < L, with ``g = g_src * g_gate`` and
     ``u = u_src * u_gate`` (gates optional), all ``(B, C, L)``; float32 ``(C, L)``.
 
@@ -210,17 +354,37 @@ def filter_gradient_multipass(g_src: torch.Tensor, g_gate: torch.Tensor | None, 
         s[5].zero_()
         for b in range(B):
             row0 = b * C + c0
-            _column_dft[grid](g_src, g_gate, s[0], s[1], f1r, f1i, twr, twi, L, row0,
-                              HAS_GATE=g_gated, **kw)
-            _row_dft[grid](s[0], s[1], s[2], s[3], f2r, f2i, s[0], s[1], twr, twi, C, row0,
-                           MODE=MODE_PLAIN, CONJ=False, **kw)
-            _column_dft[grid](u_src, u_gate, s[0], s[1], f1r, f1i, twr, twi, L, row0,
-                              HAS_GATE=u_gated, **kw)
-            _row_dft[grid](s[0], s[1], s[4], s[5], f2r, f2i, s[2], s[3], twr, twi, C, row0,
-                           MODE=MODE_CROSS, CONJ=False, **kw)
-        _row_dft[grid](s[4], s[5], s[0], s[1], f2r, f2i, s[4], s[5], twr, twi, C, c0,
-                       MODE=MODE_INVERSE, CONJ=False, **kw)
+            _column_dft[grid](g_src, g_gate, s[0], s[1], f1r, f1i, twr, twi, L, row0, HAS_GATE=g_gated, **kw)
+            _row_dft[grid](
+                s[0], s[1], s[2], s[3], f2r, f2i, s[0], s[1], twr, twi, C, row0, MODE=MODE_PLAIN, CONJ=False, **kw
+            )
+            _column_dft[grid](u_src, u_gate, s[0], s[1], f1r, f1i, twr, twi, L, row0, HAS_GATE=u_gated, **kw)
+            _row_dft[grid](
+                s[0], s[1], s[4], s[5], f2r, f2i, s[2], s[3], twr, twi, C, row0, MODE=MODE_CROSS, CONJ=False, **kw
+            )
+        _row_dft[grid](
+            s[4], s[5], s[0], s[1], f2r, f2i, s[4], s[5], twr, twi, C, c0, MODE=MODE_INVERSE, CONJ=False, **kw
+        )
         _column_idft[(r, (n1 // 2) // t, n2 // t)](
-            s[0], s[1], dh, dh, dh, dh, dh, dh, dh, f1r, f1i, L, C, c0, 1.0 / (n1 * n2),
-            HAS_PRE=False, HAS_POST=False, HAS_D=False, HAS_AUX=False, **kw)
+            s[0],
+            s[1],
+            dh,
+            dh,
+            dh,
+            dh,
+            dh,
+            dh,
+            dh,
+            f1r,
+            f1i,
+            L,
+            C,
+            c0,
+            1.0 / (n1 * n2),
+            HAS_PRE=False,
+            HAS_POST=False,
+            HAS_D=False,
+            HAS_AUX=False,
+            **kw,
+        )
     return dh

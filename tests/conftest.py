@@ -34,7 +34,7 @@ def fixture_dir(name: str) -> Path:
     return FIXTURES / name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture_tensors(name: str) -> dict:
     return load_file(str(FIXTURES / name / "fixture.safetensors"))
 
@@ -49,9 +49,18 @@ def load_fixture_model(name: str, **kwargs) -> HyenaForCausalLM:
 
 
 def tiny_config(**overrides) -> HyenaConfig:
-    fields = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
-                  max_position_embeddings=64, filter_order=16, filter_emb_dim=5, filter_sin_freq=10.0,
-                  embd_pdrop=0.0, pad_token_id=0)
+    fields = dict(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        filter_order=16,
+        filter_emb_dim=5,
+        filter_sin_freq=10.0,
+        embd_pdrop=0.0,
+        pad_token_id=0,
+    )
     fields.update(overrides)
     return HyenaConfig(**fields)
 

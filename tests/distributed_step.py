@@ -12,9 +12,19 @@ from hyena_hf import HyenaConfig, HyenaForCausalLM
 
 def tiny_setup():
     torch.manual_seed(0)
-    config = HyenaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, intermediate_size=64,
-                         max_position_embeddings=32, filter_order=16, filter_emb_dim=5, embd_pdrop=0.0,
-                         hyena_order=3, attn_layer_idx=[1], num_attention_heads=4)
+    config = HyenaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=3,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        filter_order=16,
+        filter_emb_dim=5,
+        embd_pdrop=0.0,
+        hyena_order=3,
+        attn_layer_idx=[1],
+        num_attention_heads=4,
+    )
     model = HyenaForCausalLM(config)
     batch = torch.randint(0, 50, (4, 24), generator=torch.Generator().manual_seed(1))
     return model, batch
@@ -48,8 +58,9 @@ def main(mode: str, out: str) -> None:
         raise ValueError(mode)
     loss = step(wrapped, local)
     dist.all_reduce(loss)
-    state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()
+    }
     if rank == 0:
         torch.save({"loss": loss / world, "state": state}, out)
     dist.destroy_process_group()

@@ -18,8 +18,24 @@ def test_help(command, capsys):
 
 def test_demo_smoke_then_generate_distill_eval(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--steps", "40", "--train-examples", "400", "--fresh-prompts", "16", "--hidden-size", "32",
-                 "--output-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--steps",
+                "40",
+                "--train-examples",
+                "400",
+                "--fresh-prompts",
+                "16",
+                "--hidden-size",
+                "32",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "held-out recall accuracy" in printed and "pipeline accuracy" in printed
     model_dir = out / "model"
@@ -32,8 +48,22 @@ def test_demo_smoke_then_generate_distill_eval(tmp_path, capsys):
 
 
 def test_synthetic_comparison_writes_table_json_and_png(tmp_path, capsys):
-    assert main(["synthetic", "--steps", "10", "--train-examples", "200", "--hidden-size", "32",
-                 "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "--steps",
+                "10",
+                "--train-examples",
+                "200",
+                "--hidden-size",
+                "32",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "synthetic_results.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["hyena", "h3", "gpt2"]
     assert all(0.0 <= r["held_out_accuracy"] <= 1.0 for r in rows)
@@ -45,16 +75,29 @@ def test_eval_cli_offline(tmp_path):
     import torch
 
     from hyena_hf import HyenaConfig, HyenaForCausalLM
+
     from test_pipeline_trainer import train_tokenizer
 
     tokenizer = train_tokenizer()
     torch.manual_seed(0)
-    HyenaForCausalLM(HyenaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                 max_position_embeddings=512, filter_emb_dim=5, filter_order=16,
-                                 pad_token_id=tokenizer.pad_token_id)).save_pretrained(tmp_path / "m")
+    HyenaForCausalLM(
+        HyenaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            max_position_embeddings=512,
+            filter_emb_dim=5,
+            filter_order=16,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
-    assert main(["eval", str(tmp_path / "m"), "--local", "--tasks", "boolq", "record", "--output",
-                 str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            ["eval", str(tmp_path / "m"), "--local", "--tasks", "boolq", "record", "--output", str(tmp_path / "r.json")]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert {(task, metric) for task, metric, _ in rows} >= {("boolq_local", "acc"), ("record_local", "f1")}
 

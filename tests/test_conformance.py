@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from hyena_hf import HyenaDNATokenizer, HyenaForCausalLM
 from hyena_hf.cli import main
+
 from conftest import CHECKPOINT_FILES, VARIANTS, fixture_dir, tiny_config, tiny_model
 
 GENERATION_MODES = {
@@ -39,8 +40,15 @@ def test_generate_returns_hidden_states_and_attentions(device, mode):
     model.set_attn_implementation("eager")
     prompt = _ids(2, 6, device=device)
     torch.manual_seed(0)
-    out = model.generate(prompt, max_new_tokens=4, pad_token_id=0, return_dict_in_generate=True,
-                         output_hidden_states=True, output_attentions=True, **GENERATION_MODES[mode])
+    out = model.generate(
+        prompt,
+        max_new_tokens=4,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_hidden_states=True,
+        output_attentions=True,
+        **GENERATION_MODES[mode],
+    )
     layers = model.config.num_hidden_layers + 1
     assert len(out.hidden_states) == 4 and all(len(step) == layers for step in out.hidden_states)
     assert all(t is not None for step in out.hidden_states for t in step)
@@ -60,11 +68,13 @@ def test_generate_from_inputs_embeds(device, variant):
     from_ids = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
     from_embeds = model.generate(inputs_embeds=embeds, max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert torch.equal(from_embeds, from_ids[:, 7:])  # only the new tokens, as transformers returns them
-    first = model.generate(inputs_embeds=embeds, max_new_tokens=3, do_sample=False, pad_token_id=0,
-                           return_dict_in_generate=True)
+    first = model.generate(
+        inputs_embeds=embeds, max_new_tokens=3, do_sample=False, pad_token_id=0, return_dict_in_generate=True
+    )
     more = torch.cat([embeds, model.get_input_embeddings()(first.sequences)], dim=1)
-    cont = model.generate(inputs_embeds=more, past_key_values=first.past_key_values, max_new_tokens=2,
-                          do_sample=False, pad_token_id=0)
+    cont = model.generate(
+        inputs_embeds=more, past_key_values=first.past_key_values, max_new_tokens=2, do_sample=False, pad_token_id=0
+    )
     assert torch.equal(torch.cat([first.sequences, cont], 1)[:, :5], from_ids[:, 7:12])
 
 
@@ -114,8 +124,8 @@ def test_padding_in_a_cached_continuation(device, variant):
     model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
     ids = _ids(2, 20, device=device)
     mask = torch.ones_like(ids)
-    mask[1, :3] = 0      # left padding in the prompt
-    mask[0, 12:14] = 0   # padding inside the new chunk
+    mask[1, :3] = 0  # left padding in the prompt
+    mask[0, 12:14] = 0  # padding inside the new chunk
     mask[1, 15] = 0
     with torch.no_grad():
         full = model(ids, attention_mask=mask).logits
@@ -157,9 +167,11 @@ def test_eager_equals_sdpa_and_attention_weights(tmp_path, device, variant):
         model = model.to(torch.float64).eval()
         assert model.config._attn_implementation == implementation
         with torch.no_grad():
-            logits[implementation] = (model(ids, attention_mask=mask).logits, model(ids).logits,
-                                      model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False,
-                                                     pad_token_id=0))
+            logits[implementation] = (
+                model(ids, attention_mask=mask).logits,
+                model(ids).logits,
+                model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0),
+            )
     for a, b in zip(logits["eager"], logits["sdpa"]):
         assert torch.equal(a, b) if a.dtype == torch.long else (a - b).abs().max() < 1e-10
     with torch.no_grad():
@@ -196,8 +208,14 @@ print("RESULT" + json.dumps(result))
 
 def _load_without_hyena_hf(folder: Path, ids: torch.Tensor, tmp_path: Path) -> dict:
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(folder), json.dumps(ids.tolist())],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), json.dumps(ids.tolist())],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])
 
@@ -240,13 +258,34 @@ def test_lm_eval_cli_on_a_converted_folder(tmp_path):
     assert main(["convert", str(folder / CHECKPOINT_FILES["hyenadna_lm"]), str(model_dir)]) == 0
     assert main(["eval-tasks", str(tasks_dir), "--tasks", "boolq", "record"]) == 0
     lm_eval = Path(sys.executable).with_name("lm_eval")
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([str(lm_eval), "--model", "hf", "--model_args",
-                           f"pretrained={model_dir},trust_remote_code=True", "--include_path", str(tasks_dir),
-                           "--tasks", "boolq_local,record_local", "--limit", "3", "--output_path",
-                           str(tmp_path / "results")], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        [
+            str(lm_eval),
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model_dir},trust_remote_code=True",
+            "--include_path",
+            str(tasks_dir),
+            "--tasks",
+            "boolq_local,record_local",
+            "--limit",
+            "3",
+            "--output_path",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(next((tmp_path / "results").rglob("results_*.json")).read_text())["results"]
     assert set(results) == {"boolq_local", "record_local"}

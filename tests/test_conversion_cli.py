@@ -15,6 +15,7 @@ from hyena_hf.cli import main
 from hyena_hf.conversion import convert_checkpoint, extract_state_dict, load_checkpoint
 from hyena_hf.conversion import hyenadna as hyenadna_format
 from hyena_hf.conversion.export import convert_to_folder
+
 from conftest import CHECKPOINT_FILES, FIXTURE_NAMES, fixture_dir, fixture_tensors
 
 FP64_ATOL = {"h3_lm": 1e-5}
@@ -25,13 +26,13 @@ def _check_logits(model, name, fp64=True):
     vocab = model.config.vocab_size
     keys = [k for k in tensors if k.startswith("input_ids")]
     for key in keys:
-        target = "logits" + key[len("input_ids"):]
+        target = "logits" + key[len("input_ids") :]
         with torch.no_grad():
             assert (model(tensors[key]).logits - tensors[target][..., :vocab]).abs().max() < 5e-3
     if fp64:
         model = model.to(torch.float64)
         for key in keys:
-            target = "logits" + key[len("input_ids"):] + "_fp64"
+            target = "logits" + key[len("input_ids") :] + "_fp64"
             with torch.no_grad():
                 diff = (model(tensors[key]).logits - tensors[target][..., :vocab]).abs().max().item()
             assert diff < FP64_ATOL.get(name, 1e-6), (key, diff)
@@ -41,8 +42,13 @@ def _check_logits(model, name, fp64=True):
 def test_cli_convert_every_fixture(tmp_path, name, capsys):
     folder = fixture_dir(name)
     out = tmp_path / "converted"
-    argv = ["convert", str(folder / CHECKPOINT_FILES[name]), str(out), "--reference",
-            str(folder / "fixture.safetensors")]
+    argv = [
+        "convert",
+        str(folder / CHECKPOINT_FILES[name]),
+        str(out),
+        "--reference",
+        str(folder / "fixture.safetensors"),
+    ]
     if not name.startswith("hyenadna"):  # HyenaDNA folders carry their original config.json next to the weights
         argv += ["--original-config", str(folder / "meta.json")]
     assert main(argv) == 0
@@ -86,14 +92,26 @@ def test_hyenadna_hf_layout_and_standalone_shift(tmp_path):
     canonical = hyenadna_format.canonicalize(extract_state_dict(load_checkpoint(folder / "weights.ckpt")))
     hf_dir = tmp_path / "hyenadna-hf"
     hf_dir.mkdir()
-    save_file({k: v.contiguous().clone() for k, v in hyenadna_format.to_hf_layout(canonical).items()},
-              str(hf_dir / "model.safetensors"))
+    save_file(
+        {k: v.contiguous().clone() for k, v in hyenadna_format.to_hf_layout(canonical).items()},
+        str(hf_dir / "model.safetensors"),
+    )
     original = json.loads((folder / "config.json").read_text())
-    hf_config = {"model_type": "hyenadna", "d_model": original["d_model"], "n_layer": original["n_layer"],
-                 "d_inner": original["d_inner"], "vocab_size": original["vocab_size"],
-                 "max_seq_len": original["layer"]["l_max"], "emb_dim": original["layer"]["emb_dim"],
-                 "filter_order": original["layer"]["filter_order"], "hyena_order": 2, "short_filter_order": 3,
-                 "num_inner_mlps": 2, "activation_freq": original["layer"]["w"], "pad_vocab_size_multiple": 8}
+    hf_config = {
+        "model_type": "hyenadna",
+        "d_model": original["d_model"],
+        "n_layer": original["n_layer"],
+        "d_inner": original["d_inner"],
+        "vocab_size": original["vocab_size"],
+        "max_seq_len": original["layer"]["l_max"],
+        "emb_dim": original["layer"]["emb_dim"],
+        "filter_order": original["layer"]["filter_order"],
+        "hyena_order": 2,
+        "short_filter_order": 3,
+        "num_inner_mlps": 2,
+        "activation_freq": original["layer"]["w"],
+        "pad_vocab_size_multiple": 8,
+    }
     (hf_dir / "config.json").write_text(json.dumps(hf_config))
     info = convert_to_folder(str(hf_dir), tmp_path / "out")
     assert info["format"] == "hyenadna-hf"
@@ -163,8 +181,17 @@ def test_push_to_hub_with_a_local_stand_in_for_the_hub(tmp_path, monkeypatch):
     convert_to_folder(str(folder / "weights.ckpt"), tmp_path / "out", push_to_hub="me/hyena-test")
     assert {repo for repo, _ in commits} == {"me/hyena-test"}
     pushed = remote / "me/hyena-test"
-    for name in ("model.safetensors", "config.json", "hyena_remote.py", "modeling_hyena.py", "vocab.json",
-                 "tokenizer_config.json", "hyena_remote_tokenizer.py", "README.md", "conversion.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "hyena_remote.py",
+        "modeling_hyena.py",
+        "vocab.json",
+        "tokenizer_config.json",
+        "hyena_remote_tokenizer.py",
+        "README.md",
+        "conversion.json",
+    ):
         assert (pushed / name).is_file(), name
     assert (pushed / "README.md").read_text() == (tmp_path / "out" / "README.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(pushed).eval()
@@ -173,8 +200,13 @@ def test_push_to_hub_with_a_local_stand_in_for_the_hub(tmp_path, monkeypatch):
 
 def test_dtype_and_sharding(tmp_path):
     folder = fixture_dir("safari_hyena_lm")
-    convert_to_folder(str(folder / "model.ckpt"), tmp_path / "out", original_config=folder / "meta.json",
-                      dtype="bfloat16", max_shard_size="100KB")
+    convert_to_folder(
+        str(folder / "model.ckpt"),
+        tmp_path / "out",
+        original_config=folder / "meta.json",
+        dtype="bfloat16",
+        max_shard_size="100KB",
+    )
     assert (tmp_path / "out" / "model.safetensors.index.json").exists()
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype="auto")
     assert model.dtype == torch.bfloat16
@@ -186,8 +218,12 @@ def test_failures_are_one_line_and_leave_no_output(tmp_path, capsys, problem):
     source = folder / "model.ckpt"
     argv_extra = ["--original-config", str(folder / "meta.json")]
     out = tmp_path / "out"
-    expected = {"truncated": "truncated or corrupt", "contradicting_preset": "d_model=864 but the tensors say 64",
-                "unknown_preset": "unknown preset", "not_empty": "exists and is not empty"}[problem]
+    expected = {
+        "truncated": "truncated or corrupt",
+        "contradicting_preset": "d_model=864 but the tensors say 64",
+        "unknown_preset": "unknown preset",
+        "not_empty": "exists and is not empty",
+    }[problem]
     if problem == "truncated":
         source = tmp_path / "cut.ckpt"
         source.write_bytes((folder / "model.ckpt").read_bytes()[:1000])

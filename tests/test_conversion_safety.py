@@ -5,8 +5,15 @@ import os
 import pytest
 import torch
 
-from hyena_hf.conversion import (ConversionError, convert_state_dict, detect_format, extract_state_dict,
-                                 load_checkpoint, read_original_config)
+from hyena_hf.conversion import (
+    ConversionError,
+    convert_state_dict,
+    detect_format,
+    extract_state_dict,
+    load_checkpoint,
+    read_original_config,
+)
+
 from conftest import fixture_dir
 
 
@@ -74,7 +81,10 @@ def test_unexpected_key_is_named():
 def test_shape_mismatch_names_key_expected_and_found():
     state_dict, kwargs = _safari()
     state_dict["backbone.layers.1.mlp.fc2.bias"] = torch.zeros(65)
-    with pytest.raises(ConversionError, match=r"shape mismatch for backbone\.layers\.1\.mlp\.fc2\.bias: expected \(64,\), found \(65,\)"):
+    with pytest.raises(
+        ConversionError,
+        match=r"shape mismatch for backbone\.layers\.1\.mlp\.fc2\.bias: expected \(64,\), found \(65,\)",
+    ):
         convert_state_dict(state_dict, kwargs)
 
 

@@ -3,7 +3,9 @@
 import torch
 from transformers import AutoModelForCausalLM
 
-from hyena_hf.modal import distill, fit_modal, modal_impulse_response, relative_error
+from hyena_hf.distillation import distill, fit_modal, relative_error
+from hyena_hf.modeling_hyena import modal_impulse_response
+
 from conftest import load_fixture_model, tiny_model
 
 
@@ -13,8 +15,9 @@ def test_recovers_a_filter_that_is_a_sum_of_modes():
     magnitude = 0.6 + 0.35 * torch.rand(C, N, generator=g, dtype=torch.float64)
     angle = 0.2 + 2.5 * torch.rand(C, N, generator=g, dtype=torch.float64)
     poles = torch.polar(magnitude, angle)
-    residues = torch.complex(torch.randn(C, N, generator=g, dtype=torch.float64),
-                             torch.randn(C, N, generator=g, dtype=torch.float64))
+    residues = torch.complex(
+        torch.randn(C, N, generator=g, dtype=torch.float64), torch.randn(C, N, generator=g, dtype=torch.float64)
+    )
     h = modal_impulse_response(poles, residues, L)
     fitted_poles, fitted_residues, singular = fit_modal(h, N)
     assert relative_error(h, fitted_poles, fitted_residues) < 1e-8
@@ -63,5 +66,6 @@ def test_distilled_model_decodes_saves_and_loads(tmp_path):
     # no length limit any more: longer than the original max_position_embeddings (64)
     long_ids = torch.randint(1, 50, (1, 80))
     out = loaded.generate(long_ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
-    assert torch.equal(out, loaded.generate(long_ids, max_new_tokens=5, do_sample=False, use_cache=False,
-                                            pad_token_id=0))
+    assert torch.equal(
+        out, loaded.generate(long_ids, max_new_tokens=5, do_sample=False, use_cache=False, pad_token_id=0)
+    )

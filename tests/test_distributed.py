@@ -10,9 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
 from distributed_step import step, tiny_setup
+from transformers import AutoModelForCausalLM
 
 HERE = Path(__file__).parent
 
@@ -53,10 +52,21 @@ def _kill_run(proc: subprocess.Popen, marker: str) -> None:
 def _torchrun(script: str, *args: str, timeout: float = 300.0) -> None:
     """torchrun --standalone with 2 CPU workers; a run that fails or hangs fails the test, and nothing of it survives.
     (The worker scripts skip interpreter teardown, where gloo's DDP teardown could deadlock.)"""
-    env = {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(HERE / script), *args]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(HERE / script),
+        *args,
+    ]
     # output to a file, not a pipe: an orphaned worker holding a pipe open would block the reader forever
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -88,7 +98,8 @@ def test_device_map_auto_with_disk_offload(tmp_path):
     model, batch = tiny_setup()
     model.save_pretrained(tmp_path / "model")
     offloaded = AutoModelForCausalLM.from_pretrained(
-        tmp_path / "model", device_map="auto", max_memory={"cpu": "60KB"}, offload_folder=str(tmp_path / "offload"))
+        tmp_path / "model", device_map="auto", max_memory={"cpu": "60KB"}, offload_folder=str(tmp_path / "offload")
+    )
     assert "disk" in set(offloaded.hf_device_map.values())
     with torch.no_grad():
         assert torch.allclose(offloaded(batch).logits, model.eval()(batch).logits, atol=1e-5)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM
-from hyena_hf.evaluation.tasks import record_scoring
 from hyena_hf.evaluation.harness import SUPERGLUE_TASKS, evaluate
+from hyena_hf.evaluation.tasks import record_scoring
+
 from test_pipeline_trainer import train_tokenizer
 
 
@@ -17,9 +18,18 @@ from test_pipeline_trainer import train_tokenizer
 def model_and_tokenizer():
     tokenizer = train_tokenizer()
     torch.manual_seed(0)
-    model = HyenaForCausalLM(HyenaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                         max_position_embeddings=512, filter_emb_dim=5, filter_order=16,
-                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    model = HyenaForCausalLM(
+        HyenaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            max_position_embeddings=512,
+            filter_emb_dim=5,
+            filter_order=16,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
     return model.eval(), tokenizer
 
 
@@ -34,7 +44,7 @@ def _loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
     targets = ids[0, 1:]
-    return logp[torch.arange(len(targets)), targets][-len(cont):].sum().item()
+    return logp[torch.arange(len(targets)), targets][-len(cont) :].sum().item()
 
 
 @pytest.mark.parametrize("num_fewshot", [0, 2])

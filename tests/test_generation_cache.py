@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from hyena_hf.cache_hyena import H3State, HyenaCache, HyenaConvState
-from transformers.cache_utils import DynamicLayer
+
 from conftest import TEST_DEVICE, VARIANTS, fixture_tensors, load_fixture_model, tiny_model
 
 
@@ -22,8 +23,7 @@ def _stepwise_logits(model, ids, prefill, attention_mask=None):
     out = model(ids[:, :prefill], attention_mask=None if mask is None else mask[:, :prefill], use_cache=True)
     cache, logits = out.past_key_values, [out.logits]
     for t in range(prefill, ids.shape[1]):
-        out = model(ids[:, t:t + 1], past_key_values=cache,
-                    attention_mask=None if mask is None else mask[:, :t + 1])
+        out = model(ids[:, t : t + 1], past_key_values=cache, attention_mask=None if mask is None else mask[:, : t + 1])
         logits.append(out.logits)
     return torch.cat(logits, dim=1), cache
 
@@ -105,8 +105,14 @@ def test_h3_fixture_recurrent_decoding_matches_original_step(device):
     model = load_fixture_model("h3_lm").to(device)
     tensors = _on_device(fixture_tensors("h3_lm"))
     prompt = tensors["gen_prompt"]  # contains token 0: give the mask explicitly, 0 is not padding here
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
-                         use_cache=True, pad_token_id=0)
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=16,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=0,
+    )
     assert torch.equal(out, tensors["gen_ids_recurrent"])
     with torch.no_grad():
         stepped, _ = _stepwise_logits(model, tensors["gen_ids_recurrent"][:, :-1], 12)

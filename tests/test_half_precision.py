@@ -16,8 +16,17 @@ from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 from hyena_hf import HyenaForCausalLM
 from hyena_hf.cli import main
 from hyena_hf.precision import FLOAT32_PARAMETER_PATTERNS, PARITY_BOUNDS, logits_agreement
-from conftest import (CHECKPOINT_FILES, FIXTURE_NAMES, VARIANTS, fixture_dir, fixture_tensors, load_fixture_model,
-                      tiny_config, tiny_model)
+
+from conftest import (
+    CHECKPOINT_FILES,
+    FIXTURE_NAMES,
+    VARIANTS,
+    fixture_dir,
+    fixture_tensors,
+    load_fixture_model,
+    tiny_config,
+    tiny_model,
+)
 
 HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 FILTER_TENSOR = re.compile("|".join(FLOAT32_PARAMETER_PATTERNS))
@@ -93,7 +102,7 @@ def test_cached_decoding_in_half_precision(device, variant, dtype_name):
         out = model(ids[:, :9], use_cache=True)
         logits = [out.logits]
         for t in range(9, 24):
-            out = model(ids[:, t:t + 1], past_key_values=out.past_key_values)
+            out = model(ids[:, t : t + 1], past_key_values=out.past_key_values)
             logits.append(out.logits)
     assert torch.cat(logits, 1).dtype == dtype
     _assert_within_bounds(torch.cat(logits, 1).float().flatten(0, 1), reference.flatten(0, 1), dtype, variant)
@@ -119,8 +128,11 @@ def test_float16_builds_loads_runs_and_generates(tmp_path, device):
 def test_checkpoint_with_half_filter_tensors_says_what_it_lost(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
-    state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
-             for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state = {
+        k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+        if k != "lm_head.weight"
+    }
     save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     with pytest.warns(UserWarning, match="long-filter tensors in half precision .*rounding cannot be undone"):
         loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
@@ -135,9 +147,18 @@ def test_trainer_bf16_step_matches_float32(tmp_path):
     losses = {}
     for bf16 in (False, True):
         model = load_fixture_model(name).train()
-        args = TrainingArguments(str(tmp_path / str(bf16)), bf16=bf16, use_cpu=True, max_steps=1, learning_rate=0.0,
-                                 per_device_train_batch_size=len(dataset), report_to=[], save_strategy="no",
-                                 logging_steps=1, dataloader_num_workers=0)
+        args = TrainingArguments(
+            str(tmp_path / str(bf16)),
+            bf16=bf16,
+            use_cpu=True,
+            max_steps=1,
+            learning_rate=0.0,
+            per_device_train_batch_size=len(dataset),
+            report_to=[],
+            save_strategy="no",
+            logging_steps=1,
+            dataloader_num_workers=0,
+        )
         trainer = Trainer(model=model, args=args, train_dataset=dataset)
         losses[bf16] = trainer.train().training_loss
         batch = {"input_ids": ids, "labels": ids}
@@ -154,26 +175,42 @@ def test_trainer_bf16_step_matches_float32(tmp_path):
 def test_convert_half_precision_reports_parity_within_bounds(tmp_path, capsys, dtype_name):
     folder = fixture_dir("hyenadna_lm")
     out = tmp_path / "converted"
-    argv = ["convert", str(folder / CHECKPOINT_FILES["hyenadna_lm"]), str(out), "--dtype", dtype_name,
-            "--reference", str(folder / "fixture.safetensors")]
+    argv = [
+        "convert",
+        str(folder / CHECKPOINT_FILES["hyenadna_lm"]),
+        str(out),
+        "--dtype",
+        dtype_name,
+        "--reference",
+        str(folder / "fixture.safetensors"),
+    ]
     assert main(argv) == 0
     assert f"within the {dtype_name} bounds" in capsys.readouterr().out
     info = json.loads((out / "conversion.json").read_text())
     bound, min_argmax = PARITY_BOUNDS[HALF[dtype_name]]
-    assert all(f["relative_l2"] <= bound and f["argmax_agreement"] >= min_argmax
-               for f in info["parity_agreement"].values())
+    assert all(
+        f["relative_l2"] <= bound and f["argmax_agreement"] >= min_argmax for f in info["parity_agreement"].values()
+    )
     with safe_open(str(out / "model.safetensors"), framework="pt") as saved:
         dtypes = {k: saved.get_slice(k).get_dtype() for k in saved.keys()}
     assert {d for k, d in dtypes.items() if FILTER_TENSOR.search(k)} == {"F32"}
-    assert {d for k, d in dtypes.items() if not FILTER_TENSOR.search(k)} == {"BF16" if dtype_name == "bfloat16"
-                                                                              else "F16"}
+    assert {d for k, d in dtypes.items() if not FILTER_TENSOR.search(k)} == {
+        "BF16" if dtype_name == "bfloat16" else "F16"
+    }
 
 
 def test_convert_outside_the_parity_bound_fails_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(PARITY_BOUNDS, torch.bfloat16, (1e-9, 1.0))  # a conversion this far off must not pass
     folder = fixture_dir("hyenadna_lm")
-    argv = ["convert", str(folder / CHECKPOINT_FILES["hyenadna_lm"]), str(tmp_path / "out"), "--dtype", "bfloat16",
-            "--reference", str(folder / "fixture.safetensors")]
+    argv = [
+        "convert",
+        str(folder / CHECKPOINT_FILES["hyenadna_lm"]),
+        str(tmp_path / "out"),
+        "--dtype",
+        "bfloat16",
+        "--reference",
+        str(folder / "fixture.safetensors"),
+    ]
     assert main(argv) == 1
     assert "parity check failed for logits" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -23,12 +22,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from hyena_hf import HyenaConfig, HyenaDNATokenizer, HyenaForCausalLM
+from hyena_hf import HyenaConfig, HyenaDNATokenizer, output_folder
 from hyena_hf.cli import main
-from hyena_hf.conversion import ConversionError, convert_state_dict, extract_state_dict, load_checkpoint
-from hyena_hf.conversion import checkpoint_io
+from hyena_hf.conversion import ConversionError, checkpoint_io, convert_state_dict, extract_state_dict, load_checkpoint
 from hyena_hf.conversion.export import convert_to_folder
-from hyena_hf import output_folder
+
 from conftest import fixture_dir, tiny_config, tiny_model
 
 DNA = fixture_dir("hyenadna_lm")
@@ -36,8 +34,10 @@ DNA = fixture_dir("hyenadna_lm")
 
 def _tree(folder: Path) -> dict:
     """Every file below ``folder`` with its content hash (folders as entries too): a snapshot to compare."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def _user_folder(tmp_path: Path) -> Path:
@@ -155,8 +155,12 @@ def test_sigkill_during_overwrite_leaves_old_or_new(tmp_path, when):
     out = tmp_path / "converted"
     _convert(out)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    proc = subprocess.run([sys.executable, "-c", SIGKILL_SCRIPT, str(DNA / "weights.ckpt"), when, str(out)],
-                          env=env, capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGKILL_SCRIPT, str(DNA / "weights.ckpt"), when, str(out)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL
     _assert_complete(out, 0.05 if when == "after" else 0.0)
     assert any(".hyena-hf-staging-" in p.name for p in tmp_path.iterdir())  # what the killed run left
@@ -167,8 +171,9 @@ def test_sigkill_during_overwrite_leaves_old_or_new(tmp_path, when):
 # ----------------------------------------------------------------------------------------------------------------------
 # 3 - 5. Checkpoints: nothing changes the process, nothing allocates beyond the file, errors name the cause
 # ----------------------------------------------------------------------------------------------------------------------
-def _zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, bytes] | None = None,
-                    compression=zipfile.ZIP_STORED) -> Path:
+def _zip_checkpoint(
+    path: Path, data_pkl: bytes, records: dict[str, bytes] | None = None, compression=zipfile.ZIP_STORED
+) -> Path:
     with zipfile.ZipFile(path, "w", compression=compression) as archive:
         archive.writestr("archive/data.pkl", data_pkl)
         archive.writestr("archive/version", "3\n")
@@ -179,7 +184,7 @@ def _zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, bytes] | Non
 
 def _build_on_class(module: str, name: str) -> bytes:
     """GLOBAL module.name; {'hacked': True}; BUILD: sets an attribute on the class object itself."""
-    return (b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n}X\x06\x00\x00\x00hackedq\x00\x88sb.")
+    return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n}X\x06\x00\x00\x00hackedq\x00\x88sb."
 
 
 @pytest.mark.parametrize("target", [("torch.storage", "TypedStorage"), ("collections", "Counter")])
@@ -349,8 +354,10 @@ VOCAB_CASES = {
     "not JSON": ("{'A': 7", "cannot be read"),
     "a list": (json.dumps(["A", "C"]), "must map tokens to ids, got a list"),
     "string ids": (json.dumps({"[UNK]": "6", "A": "7"}), "has id '6'"),
-    "no [UNK]": (json.dumps({t: i for i, t in enumerate(["[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "A"])}),
-                 "lacks the special tokens"),
+    "no [UNK]": (
+        json.dumps({t: i for i, t in enumerate(["[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "A"])}),
+        "lacks the special tokens",
+    ),
     "duplicate ids": (json.dumps({"[UNK]": 6, "A": 6}), "same id"),
 }
 

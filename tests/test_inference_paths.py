@@ -8,6 +8,7 @@ from torch import nn
 
 import hyena_hf.modeling_hyena as modeling
 import hyena_hf.ops as ops
+
 from conftest import VARIANTS, tiny_model
 from test_long_conv import naive
 
@@ -68,8 +69,9 @@ def test_channels_first_projection_equals_the_module():
 def _count_blocked_calls(monkeypatch):
     calls = []
     original = modeling.HyenaOperator._mix_in_channel_blocks
-    monkeypatch.setattr(modeling.HyenaOperator, "_mix_in_channel_blocks",
-                        lambda self, *args: calls.append(1) or original(self, *args))
+    monkeypatch.setattr(
+        modeling.HyenaOperator, "_mix_in_channel_blocks", lambda self, *args: calls.append(1) or original(self, *args)
+    )
     return calls
 
 
@@ -143,7 +145,10 @@ def test_explicit_backward_matches_float64_autograd(L, taps, gated, small_blocks
     expected = torch.autograd.grad(ops.long_conv_reference(*args64), inputs64, dy.double())
     for grad, ref in zip(grads, expected):
         assert grad.dtype == torch.float32 and grad.shape == ref.shape
-        assert (grad.double() - ref).abs().max() <= 1e-5 * ref.abs().max(), (grad.shape, (grad.double() - ref).abs().max())
+        assert (grad.double() - ref).abs().max() <= 1e-5 * ref.abs().max(), (
+            grad.shape,
+            (grad.double() - ref).abs().max(),
+        )
 
 
 def test_explicit_backward_gradcheck_and_partial_and_broadcast_gates(small_blocks):
@@ -159,8 +164,9 @@ def test_explicit_backward_gradcheck_and_partial_and_broadcast_gates(small_block
     ref_dh, ref_mask = torch.autograd.grad(ref.sum(), [h, mask])
     assert d_mask.shape == (2, 1, 40)
     assert torch.allclose(dh, ref_dh, atol=1e-10) and torch.allclose(d_mask, ref_mask, atol=1e-10)
-    assert torch.autograd.gradcheck(lambda v_: ops.long_conv_torch(v_, h.detach(), None, mask.detach(), None),
-                                    [v.requires_grad_()])
+    assert torch.autograd.gradcheck(
+        lambda v_: ops.long_conv_torch(v_, h.detach(), None, mask.detach(), None), [v.requires_grad_()]
+    )
 
 
 def test_training_step_gradients_equal_the_reference_path(monkeypatch):
@@ -191,9 +197,10 @@ def test_shifted_short_filter_gradients_equal_the_convolution(taps):
     for grad, ref in zip(grads, expected):
         assert torch.allclose(grad, ref, atol=1e-12)
     short = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)  # shorter than the filter
-    assert torch.autograd.gradcheck(lambda x, w, b: modeling._ShiftedShortConv.apply(x, w, b),
-                                    [short, conv.weight[:, 0].detach().clone().requires_grad_(),
-                                     conv.bias.detach().clone().requires_grad_()])
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: modeling._ShiftedShortConv.apply(x, w, b),
+        [short, conv.weight[:, 0].detach().clone().requires_grad_(), conv.bias.detach().clone().requires_grad_()],
+    )
 
 
 def test_out_argument_writes_the_result_in_place(small_blocks):

@@ -33,8 +33,13 @@ def test_matches_naive_convolution(L, gated, device):
     out = long_conv(v, h, D, pre, post, impl="torch")
     assert out.dtype == torch.float32
     assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max() + 1e-6
-    out64 = long_conv(v.double(), h.double(), D.double(), None if pre is None else pre.double(),
-                      None if post is None else post.double())
+    out64 = long_conv(
+        v.double(),
+        h.double(),
+        D.double(),
+        None if pre is None else pre.double(),
+        None if post is None else post.double(),
+    )
     assert (out64 - ref).abs().max() <= 1e-12 * ref.abs().max() + 1e-12
 
 
@@ -81,7 +86,8 @@ def test_reference_is_what_the_dispatch_runs_on_cpu():
 
 @pytest.mark.parametrize("L", [1, 7, 32, 33])
 def test_direct_and_fft_paths_agree_with_naive(L):
-    """Short inputs with many rows take the direct convolution on CPU (ops.DIRECT_CONV_MAX_LEN); both paths are exact."""
+    """Short inputs with many rows take the direct convolution on CPU (ops.DIRECT_CONV_MAX_LEN); both paths are
+    exact."""
     from hyena_hf import ops
 
     g = torch.Generator().manual_seed(L)

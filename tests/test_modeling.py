@@ -5,6 +5,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from hyena_hf import HyenaConfig, HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel
+
 from conftest import TEST_DEVICE, VARIANTS, tiny_config, tiny_model
 
 
@@ -29,7 +30,7 @@ def test_batch_equals_single(variant_model):
     with torch.no_grad():
         batch = variant_model(ids).logits
         for i in range(3):
-            single = variant_model(ids[i:i + 1]).logits
+            single = variant_model(ids[i : i + 1]).logits
             assert (batch[i] - single[0]).abs().max() < 1e-5
 
 
@@ -146,30 +147,34 @@ def test_too_long_input_raises_clear_error(device):
     assert h3(_ids(1, 80)).logits.shape == (1, 80, 50)
 
 
-@pytest.mark.parametrize("problem,expected", [
-    (dict(hyena_order=1), "hyena_order"),
-    (dict(order=1), "hyena_order"),
-    (dict(hidden_size=0), "hidden_size"),
-    (dict(d_model=-4), "hidden_size"),
-    (dict(num_hidden_layers=0), "num_hidden_layers"),
-    (dict(filter_type="fourier"), "filter_type"),
-    (dict(attn_layer_idx=[5]), "attn_layer_idx"),
-    (dict(filter_emb_dim=4), "filter_emb_dim"),
-    (dict(max_position_embeddings=0), "max_position_embeddings"),
-    (dict(long_conv_impl="cuda"), "long_conv_impl"),
-    (dict(attn_layer_idx=[0], num_attention_heads=5), "num_attention_heads"),
-    (dict(attn_layer_idx=[0], num_attention_heads=4, rotary_emb_dim=12), "rotary_emb_dim"),
-    (dict(filter_type="h3", ssm_state_size=7), "ssm_state_size"),
-    (dict(resid_dropout=1.5), "resid_pdrop"),
-])
+@pytest.mark.parametrize(
+    "problem,expected",
+    [
+        (dict(hyena_order=1), "hyena_order"),
+        (dict(order=1), "hyena_order"),
+        (dict(hidden_size=0), "hidden_size"),
+        (dict(d_model=-4), "hidden_size"),
+        (dict(num_hidden_layers=0), "num_hidden_layers"),
+        (dict(filter_type="fourier"), "filter_type"),
+        (dict(attn_layer_idx=[5]), "attn_layer_idx"),
+        (dict(filter_emb_dim=4), "filter_emb_dim"),
+        (dict(max_position_embeddings=0), "max_position_embeddings"),
+        (dict(long_conv_impl="cuda"), "long_conv_impl"),
+        (dict(attn_layer_idx=[0], num_attention_heads=5), "num_attention_heads"),
+        (dict(attn_layer_idx=[0], num_attention_heads=4, rotary_emb_dim=12), "rotary_emb_dim"),
+        (dict(filter_type="h3", ssm_state_size=7), "ssm_state_size"),
+        (dict(resid_dropout=1.5), "resid_pdrop"),
+    ],
+)
 def test_bad_config_values_raise_value_error_naming_the_field(problem, expected):
     with pytest.raises(ValueError, match=expected):
         tiny_config(**problem)
 
 
 def test_original_names_are_aliases():
-    config = HyenaConfig(d_model=48, n_layer=3, d_inner=96, l_max=128, order=3, emb_dim=5, w=14, shift=0.05,
-                         d_state=16, vocab_size=10)
+    config = HyenaConfig(
+        d_model=48, n_layer=3, d_inner=96, l_max=128, order=3, emb_dim=5, w=14, shift=0.05, d_state=16, vocab_size=10
+    )
     assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (48, 3, 96)
     assert (config.max_position_embeddings, config.hyena_order, config.filter_emb_dim) == (128, 3, 5)
     assert (config.filter_sin_freq, config.modulation_shift, config.ssm_state_size) == (14, 0.05, 16)

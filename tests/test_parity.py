@@ -15,7 +15,7 @@ FP64_ATOL["h3_lm"] = 1e-5
 
 def _batches(name):
     tensors = fixture_tensors(name)
-    return [(key, "logits" + key[len("input_ids"):]) for key in tensors if key.startswith("input_ids")]
+    return [(key, "logits" + key[len("input_ids") :]) for key in tensors if key.startswith("input_ids")]
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["prefill", "no_cache"])

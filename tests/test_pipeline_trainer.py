@@ -2,10 +2,17 @@
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import (AutoModelForCausalLM, DataCollatorForLanguageModeling, PreTrainedTokenizerFast, Trainer,
-                          TrainingArguments, pipeline)
+from transformers import (
+    AutoModelForCausalLM,
+    DataCollatorForLanguageModeling,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+)
 
 from hyena_hf import HyenaForCausalLM
+
 from conftest import tiny_config
 
 TEXT = [
@@ -26,8 +33,9 @@ def train_tokenizer() -> PreTrainedTokenizerFast:
 def test_pipeline_text_generation_with_local_tokenizer(tmp_path):
     tokenizer = train_tokenizer()
     torch.manual_seed(0)
-    model = HyenaForCausalLM(tiny_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                         eos_token_id=tokenizer.eos_token_id))
+    model = HyenaForCausalLM(
+        tiny_config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    )
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     generator = pipeline("text-generation", model=str(tmp_path), tokenizer=str(tmp_path))
@@ -60,9 +68,17 @@ def test_trainer_step_lowers_loss(tmp_path):
             return model(**batch).loss.item()
 
     before = eval_loss()
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=5,
-                             learning_rate=5e-3, report_to=[], save_strategy="no", use_cpu=True,
-                             logging_steps=1, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=5,
+        learning_rate=5e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=features * 5, data_collator=collator)
     trainer.train()
     after = eval_loss()

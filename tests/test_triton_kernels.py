@@ -6,10 +6,20 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from hyena_hf.kernels import (MAX_FUSED_LEN, fftconv_rows, fftconv_rows_multipass,  # noqa: E402
-                              filter_gradient_multipass, filter_spectrum, long_conv_backward, triton_long_conv)
-from hyena_hf.kernels import dft as kernel_dft, fftconv as kernel_fftconv, multipass as kernel_multipass  # noqa: E402
+from hyena_hf.kernels import (
+    MAX_FUSED_LEN,
+    fftconv_rows,
+    fftconv_rows_multipass,  # noqa: E402
+    filter_gradient_multipass,
+    filter_spectrum,
+    long_conv_backward,
+    triton_long_conv,
+)
+from hyena_hf.kernels import dft as kernel_dft  # noqa: E402
+from hyena_hf.kernels import fftconv as kernel_fftconv
+from hyena_hf.kernels import multipass as kernel_multipass
 from hyena_hf.ops import long_conv, long_conv_torch  # noqa: E402
+
 from conftest import TEST_DEVICE, fixture_tensors, load_fixture_model  # noqa: E402
 from test_long_conv import naive  # noqa: E402
 
@@ -138,8 +148,9 @@ def test_multipass_forward_in_row_chunks(multipass_everywhere):
     v, h, D, pre, post = args
     aux = torch.randn_like(v)
     aux_out = torch.full_like(v, float("nan"))
-    out = fftconv_rows_multipass(v, filter_spectrum(h, 130), D, pre, post, out=torch.full_like(v, float("nan")),
-                                 aux=aux, aux_out=aux_out)
+    out = fftconv_rows_multipass(
+        v, filter_spectrum(h, 130), D, pre, post, out=torch.full_like(v, float("nan")), aux=aux, aux_out=aux_out
+    )
     assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
     before_post = _reference64(v, h, D, pre, None) * aux.double()
     assert (aux_out.double() - before_post).abs().max() <= 1e-5 * before_post.abs().max()
@@ -162,8 +173,13 @@ def test_backward_writes_every_gradient_element(request, monkeypatch, multipass)
 def test_multipass_filter_gradient_sums_the_batch(multipass_everywhere):
     g_src, u_src = torch.randn(3, 4, 50, device=TEST_DEVICE), torch.randn(3, 4, 50, device=TEST_DEVICE)
     dh = filter_gradient_multipass(g_src, None, u_src, None)
-    want = torch.stack([sum(torch.dot(g_src[b, c, j:].double(), u_src[b, c, :50 - j].double()) for b in range(3))
-                        for c in range(4) for j in range(50)]).view(4, 50)
+    want = torch.stack(
+        [
+            sum(torch.dot(g_src[b, c, j:].double(), u_src[b, c, : 50 - j].double()) for b in range(3))
+            for c in range(4)
+            for j in range(50)
+        ]
+    ).view(4, 50)
     assert (dh.double() - want).abs().max() <= 1e-5 * want.abs().max()
 
 
@@ -196,7 +212,7 @@ def test_model_logits_with_triton_equal_torch_path(name):
         model.config.long_conv_impl = "triton"
         triton_logits = model(ids).logits
     assert (triton_logits - torch_logits).abs().max() < 1e-4
-    assert (triton_logits - tensors["logits_short"][..., :model.config.vocab_size]).abs().max() < 5e-3
+    assert (triton_logits - tensors["logits_short"][..., : model.config.vocab_size]).abs().max() < 5e-3
 
 
 @pytest.mark.parametrize("name", ["safari_hyena_order3_attn", "h3_lm"])
@@ -259,7 +275,9 @@ def test_dot_precision_choice(monkeypatch):
     monkeypatch.setenv("HYENA_TRITON_DOT_PRECISION", "ieee")
     assert kernel_dft.dot_precision(torch.float16) == "ieee"
     args = _inputs(1, 2, 40, seed=3)
-    assert (triton_long_conv(*args).double() - _reference64(*args)).abs().max() <= 1e-5 * _reference64(*args).abs().max()
+    assert (triton_long_conv(*args).double() - _reference64(*args)).abs().max() <= 1e-5 * _reference64(
+        *args
+    ).abs().max()
     monkeypatch.setenv("HYENA_TRITON_DOT_PRECISION", "fp8")
     with pytest.raises(ValueError, match="HYENA_TRITON_DOT_PRECISION"):
         triton_long_conv(*args)

@@ -3,19 +3,16 @@ distillation report and its threshold, model cards through huggingface_hub, and 
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 from huggingface_hub import ModelCard
 
 from hyena_hf.cli import build_parser, main
-from hyena_hf.modal import DistillationError, distill
-from conftest import CHECKPOINT_FILES, fixture_dir, tiny_model
+from hyena_hf.distillation import DistillationError, distill
 
+from conftest import CHECKPOINT_FILES, fixture_dir, tiny_model
 
 # -- CLI ---------------------------------------------------------------------------------------------------------------
 HELP_SCRIPT = """
@@ -87,8 +84,11 @@ def test_bench_runs_the_installed_module_never_the_current_directory(tmp_path, m
 # -- distillation report -----------------------------------------------------------------------------------------------
 def test_distill_report_table_and_threshold(capsys):
     model = tiny_model(num_hidden_layers=2)
-    with pytest.raises(DistillationError, match=r"state size 2 fits the filters too poorly \(layer 0 .*try "
-                                                r"--state-size \d+, or --force"):
+    with pytest.raises(
+        DistillationError,
+        match=r"state size 2 fits the filters too poorly \(layer 0 .*try "
+        r"--state-size \d+, or --force",
+    ):
         distill(model, state_size=2, max_error=1e-6)
     table = capsys.readouterr().out
     assert "| layer | relative L2 error | s[N] | s[2N] | suggested N |" in table
@@ -121,8 +121,18 @@ def test_cli_distill_refuses_a_poor_fit_and_writes_nothing(tmp_path, capsys):
 def test_converted_model_card_metadata_and_provenance(tmp_path):
     folder = fixture_dir("hyenadna_lm")
     out = tmp_path / "converted"
-    assert main(["convert", str(folder / CHECKPOINT_FILES["hyenadna_lm"]), str(out), "--reference",
-                 str(folder / "fixture.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(folder / CHECKPOINT_FILES["hyenadna_lm"]),
+                str(out),
+                "--reference",
+                str(folder / "fixture.safetensors"),
+            ]
+        )
+        == 0
+    )
     card = ModelCard.load(out / "README.md")
     data = card.data.to_dict()
     assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
@@ -145,8 +155,9 @@ def test_multirc_exact_match_f1a_f1m_by_hand():
     idx = [(0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1)]
     preds = [1, 1, 1, 0, 1, 0, 0]
     gold = [1, 0, 1, 0, 1, 1, 0]
-    predictions = [{"idx": {"paragraph": p, "question": q, "answer": a}, "prediction": y}
-                   for (p, q, a), y in zip(idx, preds)]
+    predictions = [
+        {"idx": {"paragraph": p, "question": q, "answer": a}, "prediction": y} for (p, q, a), y in zip(idx, preds)
+    ]
     out = _metric("multirc").compute(predictions=predictions, references=gold)
     assert out["exact_match"] == pytest.approx(1 / 3)  # only B entirely right
     # over all options: TP 3, FP 1, FN 1 -> F1a = 2*3 / (2*3 + 1 + 1)
@@ -162,6 +173,6 @@ def test_other_superglue_metrics_by_hand():
     assert cb["accuracy"] == 0.75 and cb["f1"] == pytest.approx(5 / 9)
     axb = _metric("axb").compute(predictions=[1, 0, 1, 0], references=[1, 0, 0, 0])
     # TP 1, TN 2, FP 1, FN 0: MCC = (1*2 - 1*0) / sqrt(2 * 1 * 3 * 2)
-    assert axb["matthews_correlation"] == pytest.approx(2 / 12 ** 0.5)
+    assert axb["matthews_correlation"] == pytest.approx(2 / 12**0.5)
     record = _metric("record").compute(predictions=["the Lyon", "Paris"], references=[["Lyon", "Lyons"], ["Oslo"]])
     assert record == {"exact_match": 0.5, "f1": 0.5}

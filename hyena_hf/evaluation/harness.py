@@ -18,14 +18,23 @@ TASKS_DIR = Path(__file__).parent / "tasks"  # record_hyena.yaml and its scorer
 # lm-eval's task names where ours differ (lm-eval's `record` cannot run on transformers 5)
 _RUN_AS = {"record": "record_hyena"}
 # official task name -> folder of its default.yaml in lm_eval/tasks/super_glue and of our data file
-_FOLDERS = {"boolq": "boolq", "cb": "cb", "copa": "copa", "multirc": "multirc", "record": "record",
-            "sglue_rte": "rte", "wic": "wic", "wsc": "wsc"}
+_FOLDERS = {
+    "boolq": "boolq",
+    "cb": "cb",
+    "copa": "copa",
+    "multirc": "multirc",
+    "record": "record",
+    "sglue_rte": "rte",
+    "wic": "wic",
+    "wsc": "wsc",
+}
 TINY_DATA = Path(__file__).parent / "superglue_tiny"
 LOCAL_SUFFIX = "_local"
 
 
-def write_local_tasks(data_dir: str | Path = TINY_DATA, out_dir: str | Path | None = None,
-                      tasks=SUPERGLUE_TASKS) -> Path:
+def write_local_tasks(
+    data_dir: str | Path = TINY_DATA, out_dir: str | Path | None = None, tasks=SUPERGLUE_TASKS
+) -> Path:
     """Write ``<task>_local`` YAMLs (the task's definition + local ``<folder>.jsonl`` data) for ``tasks`` into an
     include dir; ``data_dir`` needs the data of those tasks only."""
     import lm_eval
@@ -72,8 +81,17 @@ def make_lm(model, tokenizer=None, batch_size: int = 8):
     return HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
 
 
-def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: bool = False, limit=None,
-             batch_size: int = 8, data_dir: str | Path | None = None, seed: int = 1234) -> dict:
+def evaluate(
+    model,
+    tokenizer=None,
+    tasks=None,
+    num_fewshot: int = 0,
+    local: bool = False,
+    limit=None,
+    batch_size: int = 8,
+    data_dir: str | Path | None = None,
+    seed: int = 1234,
+) -> dict:
     """Run lm-eval's ``simple_evaluate``; ``local=True`` runs the offline ``*_local`` tasks on ``data_dir``."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -87,9 +105,18 @@ def evaluate(model, tokenizer=None, tasks=None, num_fewshot: int = 0, local: boo
         if local:
             write_local_tasks(data_dir or TINY_DATA, include, tasks)
         manager = TaskManager(include_path=[str(TASKS_DIR), include])
-        return simple_evaluate(model=make_lm(model, tokenizer, batch_size), tasks=tasks, num_fewshot=num_fewshot,
-                               task_manager=manager, limit=limit, random_seed=seed, numpy_random_seed=seed,
-                               torch_random_seed=seed, fewshot_random_seed=seed, log_samples=True)
+        return simple_evaluate(
+            model=make_lm(model, tokenizer, batch_size),
+            tasks=tasks,
+            num_fewshot=num_fewshot,
+            task_manager=manager,
+            limit=limit,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            log_samples=True,
+        )
 
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "hyena_superglue"

@@ -73,5 +73,7 @@ def process_results(doc: dict, results: list) -> dict[str, float]:
     """``results``: one (log-likelihood, is_greedy) pair per entity."""
     best = max(range(len(results)), key=lambda i: results[i][0])
     prediction = doc["entities"][best]
-    return {"f1": max_over_answers(compute_f1, prediction, doc["answers"]),
-            "em": float(max_over_answers(compute_exact, prediction, doc["answers"]))}
+    return {
+        "f1": max_over_answers(compute_f1, prediction, doc["answers"]),
+        "em": float(max_over_answers(compute_exact, prediction, doc["answers"])),
+    }

@@ -42,8 +42,11 @@ def _multirc(predictions, references) -> dict[str, float]:
     recall = [recall_score(labels, preds, zero_division=1.0) for preds, labels in questions.values()]
     p, r = sum(precision) / len(precision), sum(recall) / len(recall)
     exact = [preds == labels for preds, labels in questions.values()]
-    return {"exact_match": sum(exact) / len(exact), "f1_m": 0.0 if p + r == 0 else 2 * p * r / (p + r),
-            "f1_a": float(f1_score(references, [x["prediction"] for x in predictions], zero_division=0.0))}
+    return {
+        "exact_match": sum(exact) / len(exact),
+        "f1_m": 0.0 if p + r == 0 else 2 * p * r / (p + r),
+        "f1_a": float(f1_score(references, [x["prediction"] for x in predictions], zero_division=0.0)),
+    }
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -52,29 +55,42 @@ class HyenaSuperGlue(evaluate.Metric):
         if self.config_name not in CONFIGS:
             raise KeyError(f"unknown configuration {self.config_name!r}; choose one of {CONFIGS}")
         if self.config_name == "record":
-            features = {"predictions": datasets.Value("string"),
-                        "references": datasets.Sequence(datasets.Value("string"))}
+            features = {
+                "predictions": datasets.Value("string"),
+                "references": datasets.Sequence(datasets.Value("string")),
+            }
         elif self.config_name == "multirc":
-            index = {"paragraph": datasets.Value("int64"), "question": datasets.Value("int64"),
-                     "answer": datasets.Value("int64")}
-            features = {"predictions": {"idx": index, "prediction": datasets.Value("int64")},
-                        "references": datasets.Value("int64")}
+            index = {
+                "paragraph": datasets.Value("int64"),
+                "question": datasets.Value("int64"),
+                "answer": datasets.Value("int64"),
+            }
+            features = {
+                "predictions": {"idx": index, "prediction": datasets.Value("int64")},
+                "references": datasets.Value("int64"),
+            }
         elif self.config_name == "perplexity":
             features = {"predictions": datasets.Value("float64")}
         else:
             features = {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-        return evaluate.MetricInfo(description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
-                                   features=datasets.Features(features))
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(features),
+        )
 
     def _compute(self, predictions, references=None):
         name = self.config_name
         if name == "perplexity":
             return {"perplexity": math.exp(sum(predictions) / len(predictions))}
         if name == "record":
-            return {"exact_match": sum(max_over_answers(compute_exact, p, gold) for p, gold in
-                                       zip(predictions, references)) / len(predictions),
-                    "f1": sum(max_over_answers(compute_f1, p, gold) for p, gold in
-                              zip(predictions, references)) / len(predictions)}
+            return {
+                "exact_match": sum(max_over_answers(compute_exact, p, gold) for p, gold in zip(predictions, references))
+                / len(predictions),
+                "f1": sum(max_over_answers(compute_f1, p, gold) for p, gold in zip(predictions, references))
+                / len(predictions),
+            }
         if name == "multirc":
             return _multirc(predictions, references)
         if name == "axb":

@@ -1,12 +1,10 @@
-"""Modal (pole/residue) long filters and the distillation of implicit Hyena filters into them.
-
-A modal filter is ``h[t] = Re sum_n R_n lambda_n^t`` (the Laughing Hyena / StripedHyena form). It is evaluated for
-any length (no ``max_position_embeddings`` limit) and decodes with a complex state of ``modal_state_size`` per
-channel, so a new token costs the same at any context length.
+"""Distillation of implicit Hyena filters into modal (pole/residue) filters: the tool that turns a trained Hyena
+model into one that decodes by a constant-cost recurrence (the Laughing Hyena / StripedHyena form).
 
 Fitting (per channel): poles from the shift invariance of the filter's Hankel matrix (Kung's / ERA method: SVD, keep
 ``2N`` singular directions, eigenvalues of the shift operator; a real filter's poles come in conjugate pairs, so one
-of each pair is kept), residues by least squares, then optional Adam refinement of both.
+of each pair is kept), residues by least squares, then optional Adam refinement of both. This module imports the
+model (:class:`~hyena_hf.modeling_hyena.ModalFilter` is a model component); the model never imports it.
 """
 
 from __future__ import annotations
@@ -15,73 +13,10 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from .precision import KeepsFloat32
+from .modeling_hyena import HyenaOperator, modal_impulse_response
 from .thresholds import DISTILL_MAX_ERROR
-
-
-class ModalFilter(KeepsFloat32):
-    """``channels`` filters with ``state_size`` complex modes each; poles/residues stored as real views, kept in float32
-    in a half-precision model (see :mod:`hyena_hf.precision`)."""
-
-    def __init__(self, config, channels: int):
-        super().__init__()
-        self.config = config
-        self.channels = channels
-        n = config.modal_state_size
-        dtype = torch.promote_types(torch.get_default_dtype(), torch.float32)
-        self.poles = nn.Parameter(torch.zeros(channels, n, 2, dtype=dtype))
-        self.residues = nn.Parameter(torch.zeros(channels, n, 2, dtype=dtype))
-        self.D = nn.Parameter(torch.zeros(channels, dtype=dtype))
-
-    def complex_poles_residues(self) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = torch.promote_types(self.poles.dtype, torch.float32)
-        return (torch.view_as_complex(self.poles.to(dtype).contiguous()),
-                torch.view_as_complex(self.residues.to(dtype).contiguous()))
-
-    def forward(self, seqlen: int, return_skip: bool = False):
-        """(channels, seqlen), same layout as the implicit filter (and the skip ``D`` with ``return_skip``)."""
-        poles, residues = self.complex_poles_residues()
-        h = modal_impulse_response(poles, residues, seqlen)
-        return (h, self.D) if return_skip else h
-
-    def features(self, seqlen: int) -> int:
-        """What :meth:`filters_for` needs: the length (the modes are per channel)."""
-        return seqlen
-
-    def filters_for(self, seqlen: int, rows: slice) -> torch.Tensor:
-        """Filters of the channels ``rows`` only, (rows, seqlen)."""
-        poles, residues = self.complex_poles_residues()
-        return modal_impulse_response(poles[rows], residues[rows], seqlen)
-
-
-def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:
-    """(C, N) poles and residues -> (C, seqlen) real filters Re sum_n R_n p_n^t."""
-    t = torch.arange(seqlen, device=poles.device, dtype=poles.real.dtype)
-    return torch.einsum("cn,cnl->cl", residues, pole_powers(poles, t)).real
-
-
-def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    """(..., N) poles, (L,) exponents -> (..., N, L) p^e, through log so gradients flow; p = 0 is nudged to 1e-30
-    (log 0 = -inf would give NaN at e = 0)."""
-    safe = torch.where(poles.abs() > 1e-30, poles, torch.full_like(poles, 1e-30))
-    return torch.exp(torch.log(safe).unsqueeze(-1) * exponents)
-
-
-def decayed_sum(u: torch.Tensor, poles: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """sum_t p^(T-1-t) u_t for ``u: (B, C, T)`` and ``poles: (C, N)`` -> ``(B, C, N)`` complex: the state a diagonal
-    recurrence ``s <- p s + u`` reaches after T inputs. Chunked so memory stays O(C N chunk) at any T."""
-    seqlen = u.shape[-1]
-    state = u.new_zeros(u.shape[0], *poles.shape, dtype=poles.dtype)
-    for start in range(0, seqlen, chunk):
-        block = u[..., start:start + chunk]
-        n = block.shape[-1]
-        exponents = torch.arange(n - 1, -1, -1, device=u.device, dtype=poles.real.dtype)
-        powers = pole_powers(poles, exponents)  # (C, N, n)
-        state = state * powers[..., 0] * poles + torch.einsum("bct,cnt->bcn", block.to(poles.dtype), powers)
-    return state
 
 
 def hankel_poles(h: torch.Tensor, state_size: int, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +71,9 @@ def refine(h: torch.Tensor, poles: torch.Tensor, residues: torch.Tensor, steps: 
         return torch.polar(log_mag.clamp(max=0.0).exp(), angle), torch.view_as_complex(res).clone()
 
 
-def fit_modal(h: torch.Tensor, state_size: int, refine_steps: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fit_modal(
+    h: torch.Tensor, state_size: int, refine_steps: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(C, L) real filters -> (poles, residues, Hankel singular values), computed in float64."""
     h64 = h.detach().to(torch.float64)
     poles, singular_values = hankel_poles(h64, state_size)
@@ -174,14 +111,20 @@ class DistillReport:
         """Per-layer markdown table: error, spectrum decay at N and 2N, suggested N."""
         n = self.state_size
         rows = ["| layer | relative L2 error | s[N] | s[2N] | suggested N |", "|---|---|---|---|---|"]
-        rows += [f"| {layer} | {error:.3e} | {self._singular(layer, n):.1e} | {self._singular(layer, 2 * n):.1e} | "
-                 f"{self.suggested_state_size[layer]} |" for layer, error in self.relative_l2_error.items()]
+        rows += [
+            f"| {layer} | {error:.3e} | {self._singular(layer, n):.1e} | {self._singular(layer, 2 * n):.1e} | "
+            f"{self.suggested_state_size[layer]} |"
+            for layer, error in self.relative_l2_error.items()
+        ]
         return "\n".join(rows)
 
     def to_dict(self) -> dict:
-        return {"state_size": self.state_size, "relative_l2_error": self.relative_l2_error,
-                "suggested_state_size": self.suggested_state_size,
-                "hankel_singular_values": self.hankel_singular_values}
+        return {
+            "state_size": self.state_size,
+            "relative_l2_error": self.relative_l2_error,
+            "suggested_state_size": self.suggested_state_size,
+            "hankel_singular_values": self.hankel_singular_values,
+        }
 
     def check(self, max_error: float) -> None:
         """Raise :class:`DistillationError` naming every layer whose error exceeds ``max_error``."""
@@ -189,8 +132,10 @@ class DistillReport:
         if bad:
             worst = ", ".join(f"layer {layer} {error:.2f}" for layer, error in bad.items())
             suggested = max(self.suggested_state_size.values())
-            raise DistillationError(f"state size {self.state_size} fits the filters too poorly ({worst} relative L2 "
-                                    f"error > {max_error:g}); try --state-size {suggested}, or --force to keep it")
+            raise DistillationError(
+                f"state size {self.state_size} fits the filters too poorly ({worst} relative L2 "
+                f"error > {max_error:g}); try --state-size {suggested}, or --force to keep it"
+            )
 
 
 def _suggested_state_size(spectrum: torch.Tensor) -> int:
@@ -201,15 +146,20 @@ def _suggested_state_size(spectrum: torch.Tensor) -> int:
     return max(1, -(-k // 2))
 
 
-def distill(model, state_size: int, refine_steps: int = 0, length: int | None = None, progress: bool = True,
-            max_error: float = DISTILL_MAX_ERROR, force: bool = False):
+def distill(
+    model,
+    state_size: int,
+    refine_steps: int = 0,
+    length: int | None = None,
+    progress: bool = True,
+    max_error: float = DISTILL_MAX_ERROR,
+    force: bool = False,
+):
     """Return ``(modal_model, report)``: a copy of ``model`` whose implicit Hyena filters are replaced by
     ``state_size``-mode modal filters fitted on the first ``length`` (default ``max_position_embeddings``) taps.
 
     With ``progress`` the per-layer report is printed. A layer whose relative L2 filter error exceeds ``max_error``
     raises :class:`DistillationError` unless ``force``."""
-    from .modeling_hyena import HyenaOperator
-
     config = model.config
     if config.filter_type != "implicit":
         raise ValueError(f"distill expects a model with filter_type='implicit', got {config.filter_type!r}")
