@@ -93,6 +93,7 @@ def linear_channels_first(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # the arithmetic done on it; see benchmarks/bench_model.py for the effect on the whole model.
 INFERENCE_CHUNK_ROWS = 2048
 INFERENCE_BLOCK_BYTES = 16 << 20
+MAX_PROJECTION_PASSES = 16  # the channel-blocked mixer reads the hidden state at most this many times per layer
 
 
 def _inference_only(*tensors: torch.Tensor) -> bool:
@@ -427,7 +428,12 @@ class HyenaOperator(nn.Module):
         skip = self.filter.D.view(d, steps) if self.config.filter_use_bias else None
         features = self.filter.features(seqlen)
         out = hidden_states.new_empty(bsz, d, seqlen)
-        block = max(1, INFERENCE_BLOCK_BYTES // (groups * bsz * seqlen * hidden_states.element_size()))
+        # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
+        # is one channel and the hidden state is re-read d times. At least d / MAX_PROJECTION_PASSES channels.
+        block = max(
+            INFERENCE_BLOCK_BYTES // (groups * bsz * seqlen * hidden_states.element_size()),
+            -(-d // MAX_PROJECTION_PASSES),
+        )
         # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
         scratch = hidden_states.new_empty(2, bsz * min(block, d) * groups * seqlen)
         for c0 in range(0, d, block):

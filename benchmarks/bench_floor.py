@@ -1,0 +1,126 @@
+"""How far the CPU forward is from its GEMM floor: forward time, the profiler's share of time in GEMMs
+(aten::mm / addmm / bmm / baddbmm: the dense layers any implementation pays) and time / GEMM floor, for Hyena and
+the same-size GPT-2 (SDPA). Inference (no grad), batch 1, ``logits_to_keep=1``; the CPU model goes into the JSON.
+
+    python benchmarks/bench_floor.py --lengths 1024 2048 8192 16384 32768
+    python benchmarks/bench_floor.py --lengths 262144 1048576 --layers 2 --vocab 12 --no-gpt2 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from hyena_hf import HyenaConfig, HyenaForCausalLM
+from hyena_hf.benchmarks.timing import cpu_model, median_seconds, peak_memory_bytes
+
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def gemm_share(fn) -> float:
+    """Fraction of the profiled operator time spent in GEMMs (self time of the GEMM ops over all ops' self time)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / total
+
+
+def measure(model, length: int, vocab: int, repeats: int) -> dict:
+    ids = torch.randint(0, vocab, (1, length))
+
+    def forward():
+        with torch.no_grad():
+            model(ids, logits_to_keep=1, use_cache=False)
+
+    seconds = median_seconds(forward, repeats)
+    share = gemm_share(forward)
+    return {
+        "seconds": seconds,
+        "gemm_share": share,
+        "time_over_gemm_floor": 1 / share,
+        "peak_bytes": peak_memory_bytes(forward),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 8192, 16384, 32768])
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-gpt2", action="store_true", help="Hyena only (GPT-2 is quadratic at long lengths)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    longest = max(args.lengths)
+    hyena = HyenaForCausalLM(
+        HyenaConfig(
+            vocab_size=args.vocab,
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers,
+            max_position_embeddings=longest,
+            filter_order=64,
+            filter_emb_dim=33,
+            embd_pdrop=0.0,
+        )
+    ).eval()
+    gpt2 = (
+        None
+        if args.no_gpt2
+        else GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=args.vocab,
+                n_embd=args.hidden_size,
+                n_layer=args.layers,
+                n_head=max(1, args.hidden_size // 64),
+                n_positions=longest,
+                attn_implementation="sdpa",
+            )
+        ).eval()
+    )
+    rows = []
+    for length in tqdm(args.lengths, desc="bench floor"):
+        row = {"length": length, "hyena": measure(hyena, length, args.vocab, args.repeats)}
+        if gpt2 is not None:
+            row["gpt2_sdpa"] = measure(gpt2, length, args.vocab, args.repeats)
+        rows.append(row)
+        line = (
+            f"L={length:8d} hyena {row['hyena']['seconds'] * 1e3:10.1f} ms, GEMM share "
+            f"{row['hyena']['gemm_share']:.1%}, {row['hyena']['time_over_gemm_floor']:.2f}x floor, peak "
+            f"{row['hyena']['peak_bytes'] / 2**20:.0f} MiB"
+        )
+        if gpt2 is not None:
+            line += (
+                f" | gpt2-sdpa {row['gpt2_sdpa']['seconds'] * 1e3:10.1f} ms, "
+                f"{row['gpt2_sdpa']['time_over_gemm_floor']:.2f}x floor"
+            )
+        print(line, flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"bench_floor_cpu_{min(args.lengths)}_{longest}.json"
+    (out / name).write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/bench_floor.py " + " ".join(sys.argv[1:]),
+                "cpu": cpu_model(),
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
