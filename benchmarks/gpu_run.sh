@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Everything the project measures on a GPU, in one command, on a CUDA machine with the project installed
+# (`pip install --no-deps -e .`): the Triton kernel tests with the real compiler, the whole suite on CUDA, the long
+# convolution (B=8 and B=64 with C=768 as in FlashFFTConv's table, bf16/fp16/fp32, forward and forward+backward, peak
+# memory, bandwidth floor; 1M tokens at B=1) and the model against GPT-2 (forward and training step). Every result
+# lands in OUT_DIR (at most 8 files, at most two folders deep), with the GPU name, versions and the exact commands.
+#
+#   bash benchmarks/gpu_run.sh [OUT_DIR]          # default: $OUT, else gpu_results
+#   bash benchmarks/gpu_run.sh --dry-run [OUT_DIR] # on a CPU: the same steps at toy sizes (interpreter, CPU device)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
+OUT_DIR=${1:-${OUT:-gpu_results}}
+mkdir -p "$OUT_DIR"
+PY=${PYTHON:-python3}
+STATUS=0
+run() {  # run NAME COMMAND...: log the command, keep going on failure, remember it
+    local name=$1; shift
+    echo "== $name: $*" | tee -a "$OUT_DIR/commands.log"
+    "$@" || { echo "!! $name failed (exit $?)" | tee -a "$OUT_DIR/commands.log"; STATUS=1; }
+}
+
+if [ "$DRY" = 1 ]; then
+    export HYENA_TEST_DEVICE=cpu TRITON_INTERPRET=1
+    TESTS_KERNELS=(tests/test_triton_kernels.py -k "forward_matches_float64_reference and 100")
+    TESTS_SUITE=(tests/test_half_precision.py -k "float16_builds")
+    LC_LENGTHS=(1024); LC_B8=(--batch 2 --channels 8); LC_B64=(--batch 2 --channels 8); LC_1M=(--batch 1 --channels 4)
+    LC_1M_LENGTHS=(4096); MODEL_LENGTHS=(1024); REPEATS=1
+else
+    export HYENA_TEST_DEVICE=cuda
+    unset TRITON_INTERPRET
+    TESTS_KERNELS=(tests/test_triton_kernels.py tests/test_triton_compile_gate.py)
+    TESTS_SUITE=(tests)
+    LC_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); LC_B8=(--batch 8 --channels 768)
+    LC_B64=(--batch 64 --channels 768); LC_1M=(--batch 1 --channels 768); LC_1M_LENGTHS=(1048576)
+    MODEL_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); REPEATS=5
+fi
+
+"$PY" - "$OUT_DIR" "$DRY" <<'EOF'
+import json, platform, sys
+import torch, transformers
+try:
+    import triton
+    triton_version = triton.__version__
+except ImportError:
+    triton_version = None
+out, dry = sys.argv[1], sys.argv[2] == "1"
+info = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "dry_run": dry,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton_version,
+        "transformers": transformers.__version__, "python": platform.python_version(),
+        "command": "bash benchmarks/gpu_run.sh" + (" --dry-run" if dry else "")}
+if not dry and not torch.cuda.is_available():
+    sys.exit("gpu_run.sh: no CUDA device (use --dry-run on a CPU)")
+open(f"{out}/environment.json", "w").write(json.dumps(info, indent=2))
+print(info)
+EOF
+[ $? -eq 0 ] || exit 1
+
+# test logs: the kernel tests (real compiler on a GPU), then the whole suite on the device (pass/fail summary)
+run kernel_tests bash -c "$PY -m pytest -q ${TESTS_KERNELS[*]@Q} > '$OUT_DIR/tests.log' 2>&1"
+run suite bash -c "$PY -m pytest -q -rs ${TESTS_SUITE[*]@Q} 2>&1 | tail -n 300 >> '$OUT_DIR/tests.log'"
+run long_conv_b8 "$PY" benchmarks/bench_long_conv.py --lengths "${LC_LENGTHS[@]}" "${LC_B8[@]}" \
+    --dtypes bfloat16 float16 float32 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_b8"
+run long_conv_b64 "$PY" benchmarks/bench_long_conv.py --lengths 1024 4096 8192 32768 "${LC_B64[@]}" \
+    --dtypes bfloat16 float16 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_b64"
+run long_conv_1m "$PY" benchmarks/bench_long_conv.py --lengths "${LC_1M_LENGTHS[@]}" "${LC_1M[@]}" \
+    --dtypes bfloat16 float32 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_1m"
+run model_fwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --gpt2-max-length 65536 \
+    --out "$OUT_DIR/model"
+run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
+    --gpt2-max-length 65536 --out "$OUT_DIR/model"
+echo "results in $OUT_DIR:"; find "$OUT_DIR" -type f | sort
+exit $STATUS
