@@ -126,6 +126,7 @@ def main() -> None:
                     if k != "out"
                 ),
                 "device": str(device),
+                "gpu": torch.cuda.get_device_name() if triton_ok else None,
                 "copy_bandwidth_GBps": floor_bw / 1e9,
                 "rows": rows,
             },

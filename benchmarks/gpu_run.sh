@@ -70,5 +70,7 @@ run model_fwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --
     --out "$OUT_DIR/model"
 run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
     --gpt2-max-length 65536 --out "$OUT_DIR/model"
+# the crossover table entry for this GPU (commit it with: python benchmarks/crossover.py FILES --write)
+[ "$DRY" = 1 ] || run crossover bash -c "$PY benchmarks/crossover.py $OUT_DIR/long_conv_*/*.json >> '$OUT_DIR/commands.log'"
 echo "results in $OUT_DIR:"; find "$OUT_DIR" -type f | sort
 exit $STATUS

@@ -12,7 +12,10 @@ this function; the implementation (pure PyTorch here, Triton kernels where avail
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from pathlib import Path
 
 import torch
 
@@ -248,14 +251,42 @@ def _triton_available() -> bool:
     return _triton_long_conv() is not None
 
 
-def resolve_impl(requested: str, device: torch.device) -> str:
-    """Pick "torch" or "triton". The environment variable HYENA_LONG_CONV_IMPL overrides the config."""
+CROSSOVER_FILE = Path(__file__).with_name("long_conv_crossover.json")
+
+
+@functools.lru_cache(maxsize=1)
+def _crossover_table() -> dict:
+    try:
+        return json.loads(CROSSOVER_FILE.read_text()).get("gpus", {})
+    except (OSError, ValueError):  # a remote-code copy of this module without the table
+        return {}
+
+
+def triton_max_length(device: torch.device, dtype: torch.dtype) -> int:
+    """Longest length "auto" sends to Triton on this GPU: measured (``long_conv_crossover.json``, keyed by GPU name
+    and dtype), else the fused one-pass kernel's limit (the multi-pass kernels beyond it do O(N (N1 + N2)) work, and
+    no measurement says they beat cuFFT there)."""
+    measured = _crossover_table().get(torch.cuda.get_device_name(device), {}).get(str(dtype).replace("torch.", ""))
+    if measured is not None:
+        return int(measured)
+    from hyena_hf.kernels.fftconv import MAX_FUSED_LEN
+
+    return MAX_FUSED_LEN
+
+
+def resolve_impl(
+    requested: str, device: torch.device, seqlen: int | None = None, dtype: torch.dtype = torch.float32
+) -> str:
+    """Pick "torch" or "triton" for a convolution of ``seqlen`` tokens (None: any). "auto" runs Triton on CUDA up to
+    :func:`triton_max_length`. The environment variable HYENA_LONG_CONV_IMPL overrides the config."""
     impl = os.environ.get(ENV_OVERRIDE, requested) or "auto"
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"{ENV_OVERRIDE}/long_conv_impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if impl == "auto":
-        return "triton" if device.type == "cuda" and _triton_available() else "torch"
+        if device.type != "cuda" or not _triton_available():
+            return "torch"
+        return "triton" if seqlen is None or seqlen <= triton_max_length(device, dtype) else "torch"
     if impl == "triton":
         if not _triton_available():
             raise RuntimeError(
@@ -281,6 +312,6 @@ def long_conv(
     """Gated causal long convolution; see the module docstring. ``impl``: "auto" | "torch" | "triton"."""
     if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
         raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")
-    if resolve_impl(impl, v.device) == "triton":
+    if resolve_impl(impl, v.device, v.shape[-1], v.dtype) == "triton":
         return _triton_long_conv()(v, h, D, pre_gate, post_gate)
     return long_conv_torch(v, h, D, pre_gate, post_gate)

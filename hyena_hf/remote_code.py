@@ -37,6 +37,7 @@ TOKENIZER_AUTO_MAP = {"AutoTokenizer": ["hyena_remote_tokenizer.HyenaDNATokenize
 
 
 def _copy_modules(folder: Path, names: tuple[str, ...]) -> None:
+    """(The crossover table of ops.py is not copied: remote code runs the PyTorch path only.)"""
     source = Path(__file__).resolve().parent  # the package, or a remote-code copy of it: the same flat files
     for name in names:
         shutil.copyfile(source / name, folder / name)

@@ -96,3 +96,52 @@ def test_direct_and_fft_paths_agree_with_naive(L):
     ref = naive(v, h)
     assert (long_conv(v.double(), h.double()) - ref).abs().max() <= 1e-12 * ref.abs().max() + 1e-12
     assert (long_conv(v, h) - ref).abs().max() <= 1e-5 * ref.abs().max() + 1e-6
+
+
+def test_auto_uses_triton_up_to_the_measured_crossover(monkeypatch):
+    """'auto' on a GPU: Triton up to the length measured for that GPU and dtype (long_conv_crossover.json), the
+    fused one-pass limit for what was not measured, PyTorch beyond."""
+    pytest.importorskip("triton")
+    import hyena_hf.ops as ops
+    from hyena_hf.kernels.fftconv import MAX_FUSED_LEN
+
+    monkeypatch.delenv("HYENA_LONG_CONV_IMPL", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Measured GPU")
+    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"float32": 8192}})
+    gpu = torch.device("cuda")
+    assert resolve_impl("auto", gpu, 8192, torch.float32) == "triton"
+    assert resolve_impl("auto", gpu, 8193, torch.float32) == "torch"
+    assert resolve_impl("auto", gpu, MAX_FUSED_LEN, torch.bfloat16) == "triton"  # not measured: the fused limit
+    assert resolve_impl("auto", gpu, MAX_FUSED_LEN + 1, torch.bfloat16) == "torch"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Other GPU")
+    assert resolve_impl("auto", gpu, MAX_FUSED_LEN + 1, torch.float32) == "torch"
+    assert resolve_impl("triton", gpu, 1 << 20, torch.float32) == "triton"  # forcing still wins
+
+
+def test_crossover_from_benchmark_rows():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from crossover import crossover
+
+    def row(dtype, length, triton, torch_s, err=1e-6):
+        return {
+            "dtype": dtype,
+            "length": length,
+            "triton_fwdbwd_s": triton,
+            "hyena_hf_torch_fwdbwd_s": torch_s,
+            "triton_max_rel_err": err,
+        }
+
+    rows = [
+        row("float32", 1024, 1, 2),
+        row("float32", 2048, 1, 2),
+        row("float32", 4096, 3, 2),
+        row("float32", 8192, 1, 2),  # a win after a loss does not extend the range
+        row("bfloat16", 1024, 1, 2),
+        row("bfloat16", 2048, 1, 2, err=0.5),  # wrong results do not count
+        row("float16", 1024, 1, 2),
+        row("float16", 1024, 3, 2),
+    ]  # every batch/channel count must win
+    assert crossover(rows) == {"float32": 2048, "bfloat16": 1024, "float16": 0}
