@@ -21,9 +21,11 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from . import ops_cpu
 from .cache_hyena import H3State, HyenaCache, HyenaConvState, ModalState
 from .configuration_hyena import HyenaConfig
-from .ops import compute_dtype, exporting, long_conv, long_conv_torch, needs_autograd, resolve_impl
+from .ops import compute_dtype, long_conv
+from .ops_cpu import causal_short_conv, inference_only, is_plain_module, linear_channels_first, short_conv_last_output
 from .precision import (
     FLOAT32_PARAMETER_PATTERNS,
     KeepsFloat32,
@@ -54,124 +56,6 @@ def _check_length(config: HyenaConfig, seqlen: int) -> None:
             "max_position_embeddings (the filters are then evaluated at new positions and the model must be "
             "fine-tuned)."
         )
-
-
-def _is_plain_module(module: nn.Module, cls: type) -> bool:
-    """Exactly ``cls`` with no hooks: not wrapped by PEFT, quantised, or given accelerate / forward hooks."""
-    return (
-        type(module) is cls
-        and not hasattr(module, "_hf_hook")
-        and not module._forward_hooks
-        and not module._forward_pre_hooks
-    )
-
-
-def _project_channels_first(
-    weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``x (B, L, in) @ weight.T + bias`` as ``(B, out, L)``, by one batched GEMM ``W @ x^T`` writing that layout."""
-    weight = weight.expand(x.shape[0], -1, -1)
-    if bias is None:
-        return torch.bmm(weight, x.mT, out=out)
-    return torch.baddbmm(bias[:, None], weight, x.mT, out=out)
-
-
-def linear_channels_first(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``linear(x)`` for ``x (B, L, in)``, returned as ``(B, out, L)`` (the layout of the convolutions).
-
-    A plain ``nn.Linear`` is computed by :func:`_project_channels_first`: on CPU a transpose copy of the result costs
-    about twice the GEMM. Anything else is called as a module, then transposed.
-    """
-    if not _is_plain_module(linear, nn.Linear):
-        return linear(x).transpose(1, 2)
-    return _project_channels_first(linear.weight, linear.bias, x)
-
-
-# Inference (no autograd) on CPU runs the MLP a block of rows at a time and the Hyena mixer a block of channels at a
-# time: the intermediate tensors then stay small enough to be reused by the allocator (glibc maps every allocation over
-# 32 MB afresh) and to sit in cache. On this 2-core machine a fresh tensor of many MB costs more in page faults than
-# the arithmetic done on it; see benchmarks/bench_model.py for the effect on the whole model.
-INFERENCE_CHUNK_ROWS = 2048
-INFERENCE_BLOCK_BYTES = 16 << 20
-MAX_PROJECTION_PASSES = 16  # the channel-blocked mixer reads the hidden state at most this many times per layer
-
-
-def _inference_only(*tensors: torch.Tensor) -> bool:
-    """True when nothing here needs autograd, no autocast is active and nothing is traced (the in-place / out= fast
-    paths apply)."""
-    return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type) and not exporting()
-
-
-def _shifted_depthwise_conv(
-    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
-) -> torch.Tensor:
-    """Causal depthwise convolution as k shifted multiply-adds: out[..., t] = bias + sum_s weight[:, k-1-s] u[..., t-s]
-    (u is zero before its first column); ``weight (C, k)``, ``u`` and ``out (B, C, L)``."""
-    k = weight.shape[-1]
-    if bias is None:
-        torch.mul(u, weight[:, k - 1 :], out=out)
-    else:
-        torch.addcmul(bias[:, None], u, weight[:, k - 1 :], out=out)
-    for shift in range(1, min(k, u.shape[-1])):
-        out[..., shift:].addcmul_(u[..., :-shift], weight[:, k - 1 - shift : k - shift])
-    return out
-
-
-class _ShiftedShortConv(torch.autograd.Function):
-    """The short causal filter under autograd on CPU: shifted multiply-adds forward, and backward by the same shifts
-    (du) and per-shift reductions (dw): 6x less time than ``nn.Conv1d``'s mkldnn backward at 2K tokens, where
-    autograd through the in-place shifts was 2x slower than it."""
-
-    @staticmethod
-    def forward(ctx, u, weight, bias):
-        ctx.save_for_backward(u, weight)
-        ctx.has_bias = bias is not None
-        return _shifted_depthwise_conv(u, weight, bias, torch.empty_like(u))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        u, weight = ctx.saved_tensors
-        k, seqlen = weight.shape[-1], u.shape[-1]
-        du = dw = db = None
-        if ctx.needs_input_grad[0]:  # du[t] = sum_s w[k-1-s] grad[t+s]
-            du = grad * weight[:, k - 1 :]
-            for shift in range(1, min(k, seqlen)):
-                du[..., :-shift].addcmul_(grad[..., shift:], weight[:, k - 1 - shift : k - shift])
-        if ctx.needs_input_grad[1]:  # dw[k-1-s] = sum_{b,t} grad[t] u[t-s]
-            dw = torch.zeros_like(weight)
-            for shift in range(min(k, seqlen)):
-                dw[:, k - 1 - shift] = torch.einsum("bct,bct->c", grad[..., shift:], u[..., : seqlen - shift])
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = grad.sum(dim=(0, 2))
-        return du, dw, db
-
-
-def causal_short_conv(conv: nn.Conv1d, u: torch.Tensor) -> torch.Tensor:
-    """The short causal depthwise filter, ``conv(u)[..., :L]`` (``conv`` pads k-1 on both sides; the tail is dropped).
-
-    For a plain ``nn.Conv1d`` it runs as k shifted multiply-adds: without autograd 2-6x faster on CPU than the padded
-    convolution from 2K to 32K tokens; under autograd on CPU with the explicit backward of :class:`_ShiftedShortConv`.
-    Hooked or wrapped modules, autocast and autograd on GPU call the module.
-    """
-    if not _is_plain_module(conv, nn.Conv1d) or torch.is_autocast_enabled(u.device.type) or exporting():
-        return conv(u)[..., : u.shape[-1]]
-    if _inference_only(u, conv.weight):
-        return _shifted_depthwise_conv(u, conv.weight[:, 0], conv.bias, torch.empty_like(u))
-    if u.device.type != "cpu":
-        return conv(u)[..., : u.shape[-1]]
-    return _ShiftedShortConv.apply(u, conv.weight[:, 0], conv.bias)
-
-
-def short_conv_last_output(conv: nn.Conv1d, window: torch.Tensor) -> torch.Tensor:
-    """The short filter's output at the last position of ``window (B, C, k)``, the only one decoding needs. A plain
-    ``nn.Conv1d`` is one multiply-sum (a padded mkldnn convolution costs ~0.1 ms per layer per token on CPU); hooked or
-    wrapped modules (offload, adapters) are called."""
-    k = window.shape[-1] - 1
-    if not _is_plain_module(conv, nn.Conv1d):
-        return conv(window)[..., k]
-    out = torch.einsum("bck,ck->bc", window, conv.weight[:, 0].to(window.dtype))
-    return out if conv.bias is None else out + conv.bias.to(out.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -223,7 +107,7 @@ class HyenaImplicitFilter(KeepsFloat32):
         """(channels, seqlen) filter values, in at least float32 (and the skip ``D`` with ``return_skip``: read
         inside forward so accelerate's offload hooks have loaded it). Channels first, the layout of the FFT."""
         features = self.features(seqlen)
-        if self.out.weight.dtype == features.dtype and not _is_plain_module(self.out, nn.Linear):
+        if self.out.weight.dtype == features.dtype and not is_plain_module(self.out, nn.Linear):
             h = self._modulate(self.out(features)[0].t(), slice(None))  # hooks (offload, adapters) need a module call
         else:
             h = self.filters_for(features, slice(None))
@@ -249,7 +133,7 @@ class HyenaImplicitFilter(KeepsFloat32):
             return h
         t = self.t[0, : h.shape[-1], 0].to(h.dtype)
         decay = torch.outer(self.deltas[0, 0, rows].to(h.dtype).abs(), t)
-        if _inference_only(h):  # in place: (channels, L) tensors are large at long L
+        if inference_only(h):  # in place: (channels, L) tensors are large at long L
             return h.mul_(decay.neg_().exp_().add_(self.config.modulation_shift))
         return h * (torch.exp(-decay) + self.config.modulation_shift)
 
@@ -367,8 +251,8 @@ class HyenaOperator(nn.Module):
         if state is not None and state.fir is not None:
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
-        if state is None and self._blocked_inference(hidden_states):
-            return self.out_proj(self._mix_in_channel_blocks(hidden_states, padding_mask).transpose(1, 2))
+        if state is None and ops_cpu.channel_blocks_apply(self, hidden_states):  # the CPU inference engine
+            return self.out_proj(ops_cpu.hyena_mixer_in_channel_blocks(self, hidden_states, padding_mask).mT)
         u = linear_channels_first(self.in_proj, hidden_states)  # (B, (order+1) d, L)
         if padding_mask is not None:
             u = u * padding_mask
@@ -398,74 +282,6 @@ class HyenaOperator(nn.Module):
                 impl=self.config.long_conv_impl,
             )
         return self.out_proj(v.transpose(1, 2))
-
-    def _blocked_inference(self, hidden_states: torch.Tensor) -> bool:
-        """The channel-blocked path: CPU inference through plain modules with the pure-PyTorch convolution."""
-        plain = (
-            _is_plain_module(self.in_proj, nn.Linear)
-            and _is_plain_module(self.short_filter, nn.Conv1d)
-            and (self.config.filter_type == "modal" or _is_plain_module(self.filter.out, nn.Linear))
-        )
-        return (
-            plain
-            and hidden_states.device.type == "cpu"
-            and not (self.training and self.dropout.p > 0)
-            and _inference_only(hidden_states, self.in_proj.weight, self.short_filter.weight)
-            and resolve_impl(self.config.long_conv_impl, hidden_states.device) == "torch"
-        )
-
-    def _mix_in_channel_blocks(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """Everything between in_proj and out_proj acts on each channel separately, so inference runs it a block of
-        channels at a time: the projection rows, short filter, filters and gated long convolutions of a block. Only
-        the gated output (B, d, L) is full size. Returns it."""
-        d, order = self.config.hidden_size, self.config.hyena_order
-        steps, groups = order - 1, order + 1  # long convolutions; projections x_0 .. x_{order-1}, v
-        bsz, seqlen, _ = hidden_states.shape
-        proj_w = self.in_proj.weight.view(groups, d, -1)
-        proj_b = None if self.in_proj.bias is None else self.in_proj.bias.view(groups, d)
-        conv_w = self.short_filter.weight.view(groups, d, -1)
-        conv_b = None if self.short_filter.bias is None else self.short_filter.bias.view(groups, d)
-        skip = self.filter.D.view(d, steps) if self.config.filter_use_bias else None
-        features = self.filter.features(seqlen)
-        out = hidden_states.new_empty(bsz, d, seqlen)
-        # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
-        # is one channel and the hidden state is re-read d times. At least d / MAX_PROJECTION_PASSES channels.
-        block = max(
-            INFERENCE_BLOCK_BYTES // (groups * bsz * seqlen * hidden_states.element_size()),
-            -(-d // MAX_PROJECTION_PASSES),
-        )
-        # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
-        scratch = hidden_states.new_empty(2, bsz * min(block, d) * groups * seqlen)
-        for c0 in range(0, d, block):
-            c1 = min(d, c0 + block)
-            rows = (c1 - c0) * groups
-            u, uc = (buffer[: bsz * rows * seqlen].view(bsz, rows, seqlen) for buffer in scratch)
-            _project_channels_first(
-                proj_w[:, c0:c1].reshape(rows, -1),
-                None if proj_b is None else proj_b[:, c0:c1].reshape(rows),
-                hidden_states,
-                out=u,
-            )
-            if padding_mask is not None:
-                u.mul_(padding_mask)
-            _shifted_depthwise_conv(
-                u, conv_w[:, c0:c1].reshape(rows, -1), None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc
-            )
-            xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
-            h = self.filter.filters_for(features, slice(c0 * steps, c1 * steps)).view(c1 - c0, steps, seqlen)
-            v = xs[-1]
-            for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
-                pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
-                last = o == steps - 1
-                v = long_conv_torch(
-                    v,
-                    h[:, o],
-                    None if skip is None else skip[c0:c1, o],
-                    pre_gate,
-                    xs[0] if last else None,
-                    out=out[:, c0:c1] if last else None,
-                )
-        return out
 
     def _step_parameters(self, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
         """What decoding reads from the weights, once per prefill: the reversed filters (exact cache) or, per order
@@ -781,20 +597,10 @@ class HyenaMLP(nn.Module):
         self.fc2.is_residual_projection = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = _is_plain_module(self.fc1, nn.Linear) and _is_plain_module(self.fc2, nn.Linear)
-        if not (plain and _inference_only(x, self.fc1.weight, self.fc2.weight)):
-            return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-        # Inference: a block of rows at a time, the (rows, 4d) intermediate reused and the GELU in place.
-        rows = x.reshape(-1, x.shape[-1])
-        out = rows.new_empty(rows.shape[0], self.fc2.out_features)
-        for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
-            block = slice(start, start + INFERENCE_CHUNK_ROWS)
-            h = torch.ops.aten.gelu_(self.fc1(rows[block]), approximate="tanh")
-            if self.fc2.bias is None:
-                torch.mm(h, self.fc2.weight.t(), out=out[block])
-            else:
-                torch.addmm(self.fc2.bias, h, self.fc2.weight.t(), out=out[block])
-        return out.view(*x.shape[:-1], -1)
+        """fc1 -> tanh-GELU -> fc2 on ``x (..., d)``; CPU inference takes the row-blocked engine of ops_cpu."""
+        if ops_cpu.mlp_rows_apply(self, x):
+            return ops_cpu.mlp_in_row_blocks(self, x)
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
 MIXER_CLASSES = {"implicit": HyenaOperator, "modal": HyenaOperator, "h3": H3Mixer, "attention": HyenaAttention}

@@ -22,6 +22,7 @@ MODEL_MODULES = (
     "modeling_hyena.py",
     "cache_hyena.py",
     "ops.py",
+    "ops_cpu.py",
     "precision.py",
     "remote_code.py",
 )

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import hyena_hf.modeling_hyena as modeling
 import hyena_hf.ops as ops
+import hyena_hf.ops_cpu as ops_cpu
 
 from conftest import VARIANTS, tiny_model
 from test_long_conv import naive
@@ -16,8 +16,8 @@ from test_long_conv import naive
 @pytest.fixture
 def small_blocks(monkeypatch):
     monkeypatch.setattr(ops, "FFT_BLOCK_BYTES", 3000)
-    monkeypatch.setattr(modeling, "INFERENCE_BLOCK_BYTES", 5000)
-    monkeypatch.setattr(modeling, "INFERENCE_CHUNK_ROWS", 7)
+    monkeypatch.setattr(ops_cpu, "INFERENCE_BLOCK_BYTES", 5000)
+    monkeypatch.setattr(ops_cpu, "INFERENCE_CHUNK_ROWS", 7)
 
 
 @pytest.mark.parametrize("L", [33, 100, 255, 1024])
@@ -50,28 +50,26 @@ def test_shifted_short_filter_equals_the_convolution(taps, L):
     u = torch.randn(2, 6, L)
     expected = conv(u)[..., :L]
     with torch.no_grad():
-        assert torch.allclose(modeling.causal_short_conv(conv, u), expected, atol=1e-6)
+        assert torch.allclose(ops_cpu.causal_short_conv(conv, u), expected, atol=1e-6)
     conv.bias = None
     with torch.no_grad():
-        assert torch.allclose(modeling.causal_short_conv(conv, u), conv(u)[..., :L], atol=1e-6)
+        assert torch.allclose(ops_cpu.causal_short_conv(conv, u), conv(u)[..., :L], atol=1e-6)
 
 
 def test_channels_first_projection_equals_the_module():
     torch.manual_seed(0)
     linear, x = nn.Linear(8, 12), torch.randn(3, 5, 8)
-    assert torch.allclose(modeling.linear_channels_first(linear, x), linear(x).transpose(1, 2), atol=1e-6)
+    assert torch.allclose(ops_cpu.linear_channels_first(linear, x), linear(x).transpose(1, 2), atol=1e-6)
     calls = []
     linear.register_forward_hook(lambda *args: calls.append(1))  # hooked modules are called, not bypassed
-    assert torch.allclose(modeling.linear_channels_first(linear, x), linear(x).transpose(1, 2), atol=1e-6)
+    assert torch.allclose(ops_cpu.linear_channels_first(linear, x), linear(x).transpose(1, 2), atol=1e-6)
     assert len(calls) == 2
 
 
 def _count_blocked_calls(monkeypatch):
     calls = []
-    original = modeling.HyenaOperator._mix_in_channel_blocks
-    monkeypatch.setattr(
-        modeling.HyenaOperator, "_mix_in_channel_blocks", lambda self, *args: calls.append(1) or original(self, *args)
-    )
+    original = ops_cpu.hyena_mixer_in_channel_blocks
+    monkeypatch.setattr(ops_cpu, "hyena_mixer_in_channel_blocks", lambda *args: calls.append(1) or original(*args))
     return calls
 
 
@@ -189,7 +187,7 @@ def test_shifted_short_filter_gradients_equal_the_convolution(taps):
     torch.manual_seed(taps)
     conv = nn.Conv1d(5, 5, taps, groups=5, padding=taps - 1).double()
     u = torch.randn(2, 5, 23, dtype=torch.float64, requires_grad=True)
-    out = modeling.causal_short_conv(conv, u)
+    out = ops_cpu.causal_short_conv(conv, u)
     assert out.grad_fn is not None and "ShiftedShortConv" in type(out.grad_fn).__name__
     dy = torch.randn_like(out)
     grads = torch.autograd.grad(out, [u, conv.weight, conv.bias], dy)
@@ -198,7 +196,7 @@ def test_shifted_short_filter_gradients_equal_the_convolution(taps):
         assert torch.allclose(grad, ref, atol=1e-12)
     short = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)  # shorter than the filter
     assert torch.autograd.gradcheck(
-        lambda x, w, b: modeling._ShiftedShortConv.apply(x, w, b),
+        lambda x, w, b: ops_cpu.ShiftedShortConv.apply(x, w, b),
         [short, conv.weight[:, 0].detach().clone().requires_grad_(), conv.bias.detach().clone().requires_grad_()],
     )
 

@@ -1,0 +1,231 @@
+"""The CPU execution engine of the Hyena layers (the long convolution's engines are in :mod:`hyena_hf.ops`).
+
+The modeling file states what each layer computes with plain modules; on CPU these functions compute the same thing
+faster, and each has that module path as its reference twin (``tests/test_inference_paths.py`` compares them):
+
+* the short causal filter as k shifted multiply-adds, with an explicit backward under autograd;
+* projections written straight into the convolutions' channels-first layout by one GEMM;
+* inference of the Hyena mixer a block of channels at a time, and of the MLP a block of rows at a time.
+
+Modules with hooks or wrappers (PEFT adapters, accelerate offload, quantisation) are always called as modules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ops import exporting, long_conv_torch, needs_autograd, resolve_impl
+
+
+def is_plain_module(module: nn.Module, cls: type) -> bool:
+    """Exactly ``cls`` with no hooks: not wrapped by PEFT, quantised, or given accelerate / forward hooks."""
+    return (
+        type(module) is cls
+        and not hasattr(module, "_hf_hook")
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+    )
+
+
+def project_channels_first(
+    weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x (B, L, in) @ weight.T + bias`` as ``(B, out, L)``, by one batched GEMM ``W @ x^T`` writing that layout."""
+    weight = weight.expand(x.shape[0], -1, -1)
+    if bias is None:
+        return torch.bmm(weight, x.mT, out=out)
+    return torch.baddbmm(bias[:, None], weight, x.mT, out=out)
+
+
+def linear_channels_first(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)`` for ``x (B, L, in)``, returned as ``(B, out, L)`` (the layout of the convolutions).
+
+    A plain ``nn.Linear`` is computed by :func:`project_channels_first`: on CPU a transpose copy of the result costs
+    about twice the GEMM. Anything else is called as a module, then transposed.
+    """
+    if not is_plain_module(linear, nn.Linear):
+        return linear(x).transpose(1, 2)
+    return project_channels_first(linear.weight, linear.bias, x)
+
+
+# Inference (no autograd) on CPU runs the MLP a block of rows at a time and the Hyena mixer a block of channels at a
+# time: the intermediate tensors then stay small enough to be reused by the allocator (glibc maps every allocation over
+# 32 MB afresh) and to sit in cache. On this 2-core machine a fresh tensor of many MB costs more in page faults than
+# the arithmetic done on it; see benchmarks/bench_model.py for the effect on the whole model.
+INFERENCE_CHUNK_ROWS = 2048
+INFERENCE_BLOCK_BYTES = 16 << 20
+MAX_PROJECTION_PASSES = 16  # the channel-blocked mixer reads the hidden state at most this many times per layer
+
+
+def inference_only(*tensors: torch.Tensor) -> bool:
+    """True when nothing here needs autograd, no autocast is active and nothing is traced (the in-place / out= fast
+    paths apply)."""
+    return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type) and not exporting()
+
+
+def shifted_depthwise_conv(
+    u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
+) -> torch.Tensor:
+    """Causal depthwise convolution as k shifted multiply-adds: out[..., t] = bias + sum_s weight[:, k-1-s] u[..., t-s]
+    (u is zero before its first column); ``weight (C, k)``, ``u`` and ``out (B, C, L)``."""
+    k = weight.shape[-1]
+    if bias is None:
+        torch.mul(u, weight[:, k - 1 :], out=out)
+    else:
+        torch.addcmul(bias[:, None], u, weight[:, k - 1 :], out=out)
+    for shift in range(1, min(k, u.shape[-1])):
+        out[..., shift:].addcmul_(u[..., :-shift], weight[:, k - 1 - shift : k - shift])
+    return out
+
+
+class ShiftedShortConv(torch.autograd.Function):
+    """The short causal filter under autograd on CPU: shifted multiply-adds forward, and backward by the same shifts
+    (du) and per-shift reductions (dw): 6x less time than ``nn.Conv1d``'s mkldnn backward at 2K tokens, where
+    autograd through the in-place shifts was 2x slower than it."""
+
+    @staticmethod
+    def forward(ctx, u, weight, bias):
+        ctx.save_for_backward(u, weight)
+        ctx.has_bias = bias is not None
+        return shifted_depthwise_conv(u, weight, bias, torch.empty_like(u))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        u, weight = ctx.saved_tensors
+        k, seqlen = weight.shape[-1], u.shape[-1]
+        du = dw = db = None
+        if ctx.needs_input_grad[0]:  # du[t] = sum_s w[k-1-s] grad[t+s]
+            du = grad * weight[:, k - 1 :]
+            for shift in range(1, min(k, seqlen)):
+                du[..., :-shift].addcmul_(grad[..., shift:], weight[:, k - 1 - shift : k - shift])
+        if ctx.needs_input_grad[1]:  # dw[k-1-s] = sum_{b,t} grad[t] u[t-s]
+            dw = torch.zeros_like(weight)
+            for shift in range(min(k, seqlen)):
+                dw[:, k - 1 - shift] = torch.einsum("bct,bct->c", grad[..., shift:], u[..., : seqlen - shift])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = grad.sum(dim=(0, 2))
+        return du, dw, db
+
+
+def causal_short_conv(conv: nn.Conv1d, u: torch.Tensor) -> torch.Tensor:
+    """The short causal depthwise filter, ``conv(u)[..., :L]`` (``conv`` pads k-1 on both sides; the tail is dropped).
+
+    For a plain ``nn.Conv1d`` it runs as k shifted multiply-adds: without autograd 2-6x faster on CPU than the padded
+    convolution from 2K to 32K tokens; under autograd on CPU with the explicit backward of :class:`ShiftedShortConv`.
+    Hooked or wrapped modules, autocast and autograd on GPU call the module.
+    """
+    if not is_plain_module(conv, nn.Conv1d) or torch.is_autocast_enabled(u.device.type) or exporting():
+        return conv(u)[..., : u.shape[-1]]
+    if inference_only(u, conv.weight):
+        return shifted_depthwise_conv(u, conv.weight[:, 0], conv.bias, torch.empty_like(u))
+    if u.device.type != "cpu":
+        return conv(u)[..., : u.shape[-1]]
+    return ShiftedShortConv.apply(u, conv.weight[:, 0], conv.bias)
+
+
+def short_conv_last_output(conv: nn.Conv1d, window: torch.Tensor) -> torch.Tensor:
+    """The short filter's output at the last position of ``window (B, C, k)``, the only one decoding needs. A plain
+    ``nn.Conv1d`` is one multiply-sum (a padded mkldnn convolution costs ~0.1 ms per layer per token on CPU); hooked or
+    wrapped modules (offload, adapters) are called."""
+    k = window.shape[-1] - 1
+    if not is_plain_module(conv, nn.Conv1d):
+        return conv(window)[..., k]
+    out = torch.einsum("bck,ck->bc", window, conv.weight[:, 0].to(window.dtype))
+    return out if conv.bias is None else out + conv.bias.to(out.dtype)
+
+
+def channel_blocks_apply(mixer, hidden_states: torch.Tensor) -> bool:
+    """Whether :func:`hyena_mixer_in_channel_blocks` serves this call of a Hyena mixer: CPU inference through plain
+    modules with the pure-PyTorch convolution (its twin is the mixer's module path)."""
+    plain = (
+        is_plain_module(mixer.in_proj, nn.Linear)
+        and is_plain_module(mixer.short_filter, nn.Conv1d)
+        and (mixer.config.filter_type == "modal" or is_plain_module(mixer.filter.out, nn.Linear))
+    )
+    return (
+        plain
+        and hidden_states.device.type == "cpu"
+        and not (mixer.training and mixer.dropout.p > 0)
+        and inference_only(hidden_states, mixer.in_proj.weight, mixer.short_filter.weight)
+        and resolve_impl(mixer.config.long_conv_impl, hidden_states.device) == "torch"
+    )
+
+
+def hyena_mixer_in_channel_blocks(
+    mixer, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """A Hyena mixer from ``hidden_states (B, L, d)`` to the gated output ``(B, d, L)`` before out_proj. Everything
+    between in_proj and out_proj acts on each channel separately, so inference runs it a block of channels at a time:
+    the projection rows, short filter, filters and gated long convolutions of a block. Only the output is full size.
+    ``padding_mask``: ``(B, 1, L)`` multiplier or None."""
+    d, order = mixer.config.hidden_size, mixer.config.hyena_order
+    steps, groups = order - 1, order + 1  # long convolutions; projections x_0 .. x_{order-1}, v
+    bsz, seqlen, _ = hidden_states.shape
+    proj_w = mixer.in_proj.weight.view(groups, d, -1)
+    proj_b = None if mixer.in_proj.bias is None else mixer.in_proj.bias.view(groups, d)
+    conv_w = mixer.short_filter.weight.view(groups, d, -1)
+    conv_b = None if mixer.short_filter.bias is None else mixer.short_filter.bias.view(groups, d)
+    skip = mixer.filter.D.view(d, steps) if mixer.config.filter_use_bias else None
+    features = mixer.filter.features(seqlen)
+    out = hidden_states.new_empty(bsz, d, seqlen)
+    # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
+    # is one channel and the hidden state is re-read d times. At least d / MAX_PROJECTION_PASSES channels.
+    block = max(
+        INFERENCE_BLOCK_BYTES // (groups * bsz * seqlen * hidden_states.element_size()),
+        -(-d // MAX_PROJECTION_PASSES),
+    )
+    # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
+    scratch = hidden_states.new_empty(2, bsz * min(block, d) * groups * seqlen)
+    for c0 in range(0, d, block):
+        c1 = min(d, c0 + block)
+        rows = (c1 - c0) * groups
+        u, uc = (buffer[: bsz * rows * seqlen].view(bsz, rows, seqlen) for buffer in scratch)
+        project_channels_first(
+            proj_w[:, c0:c1].reshape(rows, -1),
+            None if proj_b is None else proj_b[:, c0:c1].reshape(rows),
+            hidden_states,
+            out=u,
+        )
+        if padding_mask is not None:
+            u.mul_(padding_mask)
+        shifted_depthwise_conv(
+            u, conv_w[:, c0:c1].reshape(rows, -1), None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc
+        )
+        xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
+        h = mixer.filter.filters_for(features, slice(c0 * steps, c1 * steps)).view(c1 - c0, steps, seqlen)
+        v = xs[-1]
+        for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
+            pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
+            last = o == steps - 1
+            v = long_conv_torch(
+                v,
+                h[:, o],
+                None if skip is None else skip[c0:c1, o],
+                pre_gate,
+                xs[0] if last else None,
+                out=out[:, c0:c1] if last else None,
+            )
+    return out
+
+
+def mlp_rows_apply(mlp, x: torch.Tensor) -> bool:
+    """Whether :func:`mlp_in_row_blocks` serves this call of the MLP (inference through plain modules)."""
+    plain = is_plain_module(mlp.fc1, nn.Linear) and is_plain_module(mlp.fc2, nn.Linear)
+    return plain and inference_only(x, mlp.fc1.weight, mlp.fc2.weight)
+
+
+def mlp_in_row_blocks(mlp, x: torch.Tensor) -> torch.Tensor:
+    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)``, a block of rows at a time: the (rows, 4d) intermediate is reused and
+    the GELU runs in place. Its twin is the MLP's module path."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = rows.new_empty(rows.shape[0], mlp.fc2.out_features)
+    for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
+        block = slice(start, start + INFERENCE_CHUNK_ROWS)
+        h = torch.ops.aten.gelu_(mlp.fc1(rows[block]), approximate="tanh")
+        if mlp.fc2.bias is None:
+            torch.mm(h, mlp.fc2.weight.t(), out=out[block])
+        else:
+            torch.addmm(mlp.fc2.bias, h, mlp.fc2.weight.t(), out=out[block])
+    return out.view(*x.shape[:-1], -1)
