@@ -87,135 +87,66 @@ def configurations() -> list[dict]:
     return configs
 
 
-def _signature(names: list[str], activation: str, pointer_types: dict[str, str], scalars: dict[str, str]) -> dict:
-    sig = {}
-    for name in names:
-        if name in scalars:
-            sig[name] = scalars[name]
-        else:
-            sig[name] = pointer_types.get(name, f"*{activation}")
-    return sig
+# Where each kernel lives, and how the launchers type its arguments: activations in the data dtype, DFT constants,
+# spectra, scratch and the skip D in float32, sizes as int32; the flags as the heaviest variant (all gates and the
+# skip on: the flags only remove code).
+KERNELS = {
+    "fused_forward": ("fftconv", "_fftconv_row_kernel"),
+    "fused_backward": ("backward", "_fftconv_backward_kernel"),
+    "multipass_column_dft": ("multipass", "_column_dft"),
+    "multipass_row_dft": ("multipass", "_row_dft"),
+    "multipass_column_idft": ("multipass", "_column_idft"),
+}
+FP32_POINTERS = {
+    f"{name}_ptr"
+    for name in (
+        "f1r",
+        "f1i",
+        "f2r",
+        "f2i",
+        "twr",
+        "twi",
+        "hr",
+        "hi",
+        "mr",
+        "mi",
+        "sr",
+        "si",
+        "qr",
+        "qi",
+        "ar",
+        "ai",
+        "br",
+        "bi",
+        "d",
+        "dh",
+    )
+}
+SCALARS = {"L": "i32", "C": "i32", "B": "i32", "row0": "i32", "inv_n": "fp32"}
+FLAGS = {"HAS_PRE": True, "HAS_POST": True, "HAS_D": True, "HAS_GATE": True, "HAS_AUX": False, "CONJ": False}
 
 
 def _source(config: dict):
     """(jit function, signature, constexprs) for one configuration, as the launcher passes them."""
-    from hyena_hf.kernels import backward, fftconv, multipass
+    import importlib
 
-    act = DTYPES[config["dtype"]]
-    f32 = "*fp32"
-    dft = {n: f32 for n in ("f1r_ptr", "f1i_ptr", "f2r_ptr", "f2i_ptr", "twr_ptr", "twi_ptr", "hr_ptr", "hi_ptr")}
-    common = {"N1": config["N1"], "N2": config["N2"], "DOT": config["dot"]}
-    if config["kernel"] == "fused_forward":
-        fn = fftconv._fftconv_row_kernel.fn
-        names = [
-            "v_ptr",
-            "pre_ptr",
-            "post_ptr",
-            "d_ptr",
-            "out_ptr",
-            "hr_ptr",
-            "hi_ptr",
-            "f1r_ptr",
-            "f1i_ptr",
-            "f2r_ptr",
-            "f2i_ptr",
-            "twr_ptr",
-            "twi_ptr",
-            "L",
-            "C",
-            "inv_n",
-        ]
-        sig = _signature(names, act, {**dft, "d_ptr": f32}, {"L": "i32", "C": "i32", "inv_n": "fp32"})
-        const = {**common, "HAS_PRE": True, "HAS_POST": True, "HAS_D": True}
-    elif config["kernel"] == "fused_backward":
-        fn = backward._fftconv_backward_kernel.fn
-        names = [
-            "dy_ptr",
-            "v_ptr",
-            "pre_ptr",
-            "post_ptr",
-            "d_ptr",
-            "hr_ptr",
-            "hi_ptr",
-            "dv_ptr",
-            "dpre_ptr",
-            "dpost_ptr",
-            "dh_ptr",
-            "f1r_ptr",
-            "f1i_ptr",
-            "f2r_ptr",
-            "f2i_ptr",
-            "twr_ptr",
-            "twi_ptr",
-            "B",
-            "C",
-            "L",
-            "inv_n",
-        ]
-        sig = _signature(
-            names, act, {**dft, "d_ptr": f32, "dh_ptr": f32}, {"B": "i32", "C": "i32", "L": "i32", "inv_n": "fp32"}
-        )
-        const = {**common, "HAS_PRE": True, "HAS_POST": True, "HAS_D": True}
-    else:
-        tiles = {"BM": config["tile"], "BN": config["tile"], "BK": config["tile"]}
-        scratch = {
-            n: f32
-            for n in (
-                "sr_ptr",
-                "si_ptr",
-                "qr_ptr",
-                "qi_ptr",
-                "ar_ptr",
-                "ai_ptr",
-                "br_ptr",
-                "bi_ptr",
-                "mr_ptr",
-                "mi_ptr",
-            )
-        }
-        fn = getattr(multipass, "_" + config["kernel"][len("multipass_") :])
-        names = list(fn.arg_names)
-        const_names = [
-            n
-            for n in names
-            if n
-            in {
-                "N1",
-                "N2",
-                "BM",
-                "BN",
-                "BK",
-                "DOT",
-                "HAS_GATE",
-                "MODE",
-                "CONJ",
-                "HAS_PRE",
-                "HAS_POST",
-                "HAS_D",
-                "HAS_AUX",
-            }
-        ]
-        scalars = {n: "i32" for n in ("L", "C", "row0")}
-        scalars["inv_n"] = "fp32"
-        pointer_names = [n for n in names if n not in const_names and n not in scalars]
-        pointers = {**dft, **scratch, "d_ptr": f32}
-        sig = _signature(
-            [n for n in names if n not in const_names],
-            act,
-            {n: pointers.get(n, f"*{act}") for n in pointer_names},
-            scalars,
-        )
-        const = {**common, **tiles}
-        flags = {
-            "HAS_GATE": True,
-            "CONJ": False,
-            "HAS_PRE": True,
-            "HAS_POST": True,
-            "HAS_D": True,
-            "HAS_AUX": False,
-            "MODE": config.get("mode"),
-        }
-        const.update({n: flags[n] for n in const_names if n in flags})
+    from triton.runtime import Autotuner
+
+    module, name = KERNELS[config["kernel"]]
+    fn = getattr(importlib.import_module(f"hyena_hf.kernels.{module}"), name)
+    fn = fn.fn if isinstance(fn, Autotuner) else fn
+    const = {"N1": config["N1"], "N2": config["N2"], "DOT": config["dot"]}
+    if "tile" in config:
+        const.update(BM=config["tile"], BN=config["tile"], BK=config["tile"])
+    if "mode" in config:
+        const["MODE"] = config["mode"]
+    constexprs = {fn.arg_names[i] for i in fn.constexprs}
+    const.update({n: FLAGS[n] for n in constexprs if n not in const})
+    sig = {
+        n: SCALARS.get(n) or ("*fp32" if n in FP32_POINTERS else f"*{DTYPES[config['dtype']]}")
+        for n in fn.arg_names
+        if n not in constexprs
+    }
     sig.update(dict.fromkeys(const, "constexpr"))
     return fn, sig, const
 

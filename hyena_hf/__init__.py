@@ -9,7 +9,7 @@ import os as _os
 import sys as _sys
 
 __version__ = "0.1.0"
-__all__ = [
+MODEL_NAMES = [
     "HyenaConfig",
     "HyenaModel",
     "HyenaForCausalLM",
@@ -19,16 +19,15 @@ __all__ = [
     "HyenaCache",
     "distill",
     "long_conv",
-    "register_auto_classes",
-    "__version__",
-]
+]  # registered and exposed lazily
+__all__ = [*MODEL_NAMES, "register_auto_classes", "__version__"]
 
 
 def register_auto_classes() -> None:
     """Register the Hyena classes with AutoConfig / AutoModel* / AutoTokenizer (idempotent) and expose them here."""
     from . import _registration
 
-    globals().update({name: getattr(_registration, name) for name in _registration.__all__})
+    globals().update({name: getattr(_registration, name) for name in MODEL_NAMES})
 
 
 def __getattr__(name: str):

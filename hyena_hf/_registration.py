@@ -2,11 +2,17 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from .cache_hyena import HyenaCache
+from . import MODEL_NAMES
+from .cache_hyena import HyenaCache  # noqa: F401  (re-exported by hyena_hf)
 from .configuration_hyena import HyenaConfig
-from .distillation import distill
-from .modeling_hyena import HyenaForCausalLM, HyenaForSequenceClassification, HyenaModel, HyenaPreTrainedModel
-from .ops import long_conv
+from .distillation import distill  # noqa: F401
+from .modeling_hyena import (  # noqa: F401
+    HyenaForCausalLM,
+    HyenaForSequenceClassification,
+    HyenaModel,
+    HyenaPreTrainedModel,
+)
+from .ops import long_conv  # noqa: F401
 from .tokenization_hyenadna import HyenaDNATokenizer
 
 AutoConfig.register(HyenaConfig.model_type, HyenaConfig, exist_ok=True)
@@ -16,14 +22,4 @@ AutoModelForSequenceClassification.register(HyenaConfig, HyenaForSequenceClassif
 # Lets AutoTokenizer find HyenaDNATokenizer by the class name saved in tokenizer_config.json.
 AutoTokenizer.register(HyenaConfig, tokenizer_class=HyenaDNATokenizer, exist_ok=True)
 
-__all__ = [
-    "HyenaConfig",
-    "HyenaModel",
-    "HyenaForCausalLM",
-    "HyenaForSequenceClassification",
-    "HyenaPreTrainedModel",
-    "HyenaDNATokenizer",
-    "HyenaCache",
-    "distill",
-    "long_conv",
-]
+__all__ = list(MODEL_NAMES)
