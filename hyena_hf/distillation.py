@@ -84,6 +84,7 @@ def fit_modal(
 
 
 def relative_error(h: torch.Tensor, poles: torch.Tensor, residues: torch.Tensor) -> float:
+    """``||modal(poles (C, N), residues (C, N)) - h|| / ||h||`` over all the filters ``h (C, L)``."""
     approx = modal_impulse_response(poles, residues, h.shape[-1])
     return ((approx - h.to(approx.dtype)).norm() / h.norm().clamp(min=1e-30)).item()
 

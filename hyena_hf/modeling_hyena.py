@@ -165,6 +165,7 @@ class ModalFilter(KeepsFloat32):
         self.D = nn.Parameter(torch.zeros(channels, dtype=dtype))
 
     def complex_poles_residues(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Poles and residues as complex ``(channels, modal_state_size)`` tensors, in at least float32."""
         dtype = torch.promote_types(self.poles.dtype, torch.float32)
         return (
             torch.view_as_complex(self.poles.to(dtype).contiguous()),
@@ -248,6 +249,8 @@ class HyenaOperator(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None, state: HyenaConvState | None = None
     ) -> torch.Tensor:
+        """``hidden_states (B, L, d)`` -> ``(B, L, d)``. ``padding_mask``: ``(B, 1, L)`` multiplier or None;
+        ``state``: the layer's decoding state (filled by a prefill, advanced by decoding steps) or None."""
         if state is not None and state.fir is not None:
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
@@ -375,6 +378,7 @@ class H3Mixer(KeepsFloat32):
         self.D = nn.Parameter(torch.randn(d))
 
     def shift_kernel(self, seqlen: int) -> torch.Tensor:
+        """The shift SSM as an FIR filter ``(d, seqlen)`` (``d_state`` taps, zero beyond), in at least float32."""
         n = self.config.ssm_state_size
         dtype = torch.promote_types(self.shift_B.dtype, torch.float32)
         B_f = torch.fft.rfft(self.shift_B.to(dtype), n=2 * n)
@@ -395,6 +399,7 @@ class H3Mixer(KeepsFloat32):
         return dA, dC
 
     def ssm_kernel(self, seqlen: int) -> torch.Tensor:
+        """The diagonal SSM's convolution kernel ``(d, seqlen)``: ``K[l] = 2 Re sum_n dC'_n dA_n^l``."""
         dA, dC = self.diag_ssm_discrete()
         pos = torch.arange(seqlen, device=dA.device, dtype=dA.real.dtype)
         vandermonde = torch.exp(dA.log().unsqueeze(-1) * pos)  # (d, n/2, L)
@@ -403,6 +408,8 @@ class H3Mixer(KeepsFloat32):
     def forward(
         self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None, state: H3State | None = None
     ) -> torch.Tensor:
+        """``hidden_states (B, L, d)`` -> ``(B, L, d)``; ``padding_mask`` ``(B, 1, L)`` or None; ``state`` as for
+        :meth:`HyenaOperator.forward`."""
         if state is not None and state.ssm is not None:
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
@@ -484,6 +491,7 @@ class HyenaAttention(KeepsFloat32):
 
     @staticmethod
     def rotary_inv_freq(config: HyenaConfig) -> torch.Tensor:
+        """Rotary inverse frequencies ``(rotary_emb_dim / 2,)`` in float32."""
         dim = config.rotary_emb_dim
         return 1.0 / (config.rotary_emb_base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 

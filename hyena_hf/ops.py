@@ -309,7 +309,9 @@ def long_conv(
     post_gate: torch.Tensor | None = None,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """Gated causal long convolution; see the module docstring. ``impl``: "auto" | "torch" | "triton"."""
+    """Gated causal long convolution ``post * (conv(pre * v, h) + D * pre * v)`` of ``v (B, C, L)`` with ``h (C, Lh)``
+    (``D (C,)``; gates ``(B, C, L)`` or broadcastable; each optional), returned as ``(B, C, L)`` in ``v``'s dtype and
+    computed in at least float32; see the module docstring. ``impl``: "auto" | "torch" | "triton"."""
     if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
         raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")
     if resolve_impl(impl, v.device, v.shape[-1], v.dtype) == "triton":
