@@ -1,4 +1,7 @@
-"""Decoding state for Hyena-family models, in one transformers ``Cache`` object.
+"""Decoding state for Hyena-family models, in one transformers ``Cache`` object built from transformers' own cache
+layers (``DynamicLayer`` for attention, ``LinearAttentionLayer`` for the convolution and SSM states, read and written
+through ``update_conv_state`` / ``update_recurrent_state``), so the library's utilities (beam reordering, batch
+selection and repetition, offloading, ``get_conv_state``) work as for Mamba.
 
 Per layer (``config.layer_types``):
 
@@ -17,78 +20,58 @@ Per layer (``config.layer_types``):
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionLayer
 
 
-def _select(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
-    return None if tensor is None else tensor.index_select(0, index.to(tensor.device))
+class _HyenaStateLayer(LinearAttentionLayer):
+    """transformers' linear-attention cache layer (conv and recurrent states, ``update_conv_state`` /
+    ``update_recurrent_state``, beam reordering, offloading, reset) plus what generation's batch utilities need and
+    the per-prefill ``step_params`` (what decoding reads from the weights: filters, poles, discretised SSM; no batch
+    dimension, so reordering leaves it alone)."""
 
+    def __init__(self, number_of_states: int = 1):
+        super().__init__(number_of_states=number_of_states)
+        self.step_params: tuple | None = None
 
-class _StateLayer:
-    """Base of our per-layer states: batch-dimension bookkeeping shared by all of them."""
+    def _state_tensors(self):
+        for states in (self.conv_states, self.recurrent_states):
+            for i, tensor in states.items():
+                if tensor is not None:
+                    yield states, i, tensor
 
-    tensor_names: tuple[str, ...] = ()
-    # What the decode step needs from the weights (filters, poles, discretised SSM), computed once at prefill.
-    # It has no batch dimension, so beam reordering leaves it alone.
-    step_params: tuple | None = None
-
-    def _tensors(self):
-        for name in self.tensor_names:
-            value = getattr(self, name)
-            if isinstance(value, list):
-                yield from (v for v in value if v is not None)
-            elif value is not None:
-                yield value
-
-    def _map(self, fn) -> None:
-        for name in self.tensor_names:
-            value = getattr(self, name)
-            if isinstance(value, list):
-                setattr(self, name, [None if v is None else fn(v) for v in value])
-            elif value is not None:
-                setattr(self, name, fn(value))
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self._map(lambda t: _select(t, beam_idx))
+    def _map_states(self, fn) -> None:
+        for states, i, tensor in list(self._state_tensors()):
+            states[i] = fn(tensor)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+        self._map_states(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._map(lambda t: t[indices])
-
-    def reset(self) -> None:
-        self._map(torch.zeros_like)
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise RuntimeError(f"{type(self).__name__} cannot be cropped (its state summarises the past)")
-
-    def offload(self):
-        self._map(lambda t: t.to("cpu", non_blocking=True))
-
-    def prefetch(self):
-        pass
-
-    @property
-    def is_initialized(self) -> bool:
-        return any(True for _ in self._tensors())
+        self._map_states(lambda t: t[indices])
 
     @property
     def batch_size(self) -> int:
-        first = next(self._tensors(), None)
-        return -1 if first is None else first.shape[0]
+        first = next(self._state_tensors(), None)
+        return -1 if first is None else first[2].shape[0]
 
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._tensors())
+        return sum(t.numel() * t.element_size() for _, _, t in self._state_tensors())
 
 
-class HyenaConvState(_StateLayer):
-    tensor_names = ("fir", "history")
+class HyenaConvState(_HyenaStateLayer):
+    """Exact decoding of an implicit Hyena layer. Conv state 0: the short filter's window (the last
+    ``short_filter_order - 1`` in-projection outputs); ``history[o]``: every input the long convolution of order step
+    ``o`` has seen, grown by doubling (the exact convolution needs the whole past, which a fixed-size library state
+    cannot hold)."""
 
     def __init__(self, num_steps: int):
-        self.fir: torch.Tensor | None = None
+        super().__init__(number_of_states=1)
         self.history: list[torch.Tensor | None] = [None] * num_steps
         self.lengths = [0] * num_steps
+
+    @property
+    def fir(self) -> torch.Tensor | None:
+        return self.conv_states[0]
 
     def append(self, step: int, u: torch.Tensor) -> torch.Tensor:
         """Append ``u: (B, d, n)`` to order step ``step``; returns that step's whole history ``(B, d, T)``."""
@@ -105,25 +88,62 @@ class HyenaConvState(_StateLayer):
     def history_view(self, step: int) -> torch.Tensor:
         return self.history[step][..., : self.lengths[step]]
 
+    def _map_states(self, fn) -> None:
+        super()._map_states(fn)
+        self.history = [None if h is None else fn(h) for h in self.history]
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self.history = [None if h is None else h.index_select(0, beam_idx.to(h.device)) for h in self.history]
+
+    def offload(self):
+        super().offload()
+        self.history = [None if h is None else h.to("cpu", non_blocking=True) for h in self.history]
+
+    def prefetch(self):
+        super().prefetch()
+        self.history = [None if h is None else h.to(self.device, non_blocking=True) for h in self.history]
+
     def reset(self) -> None:
         super().reset()
-        self.lengths = [0] * len(self.history)
+        self.history, self.lengths = [None] * len(self.history), [0] * len(self.history)
+
+    def memory_bytes(self) -> int:
+        return super().memory_bytes() + sum(h.numel() * h.element_size() for h in self.history if h is not None)
+
+    @property
+    def batch_size(self) -> int:
+        size = super().batch_size
+        return size if size >= 0 else next((h.shape[0] for h in self.history if h is not None), -1)
 
 
-class H3State(_StateLayer):
-    tensor_names = ("shift", "ssm")
+class H3State(_HyenaStateLayer):
+    """H3 decoding. Conv state 0: the shift SSM's window, the last ``d_state`` keys ``(B, d, d_state)``; recurrent
+    state 0: the diagonal SSM's complex state ``(B, d, d_state / 2)``."""
 
-    def __init__(self):
-        self.shift: torch.Tensor | None = None
-        self.ssm: torch.Tensor | None = None
+    @property
+    def shift(self) -> torch.Tensor | None:
+        return self.conv_states[0]
+
+    @property
+    def ssm(self) -> torch.Tensor | None:
+        return self.recurrent_states[0]
 
 
-class ModalState(_StateLayer):
-    tensor_names = ("fir", "ssm")
+class ModalState(_HyenaStateLayer):
+    """Modal (recurrent) decoding. Conv state 0: the short filter's window as for :class:`HyenaConvState`; recurrent
+    state ``o``: the complex state ``(B, d, modal_state_size)`` of order step ``o``."""
 
     def __init__(self, num_steps: int):
-        self.fir: torch.Tensor | None = None
-        self.ssm: list[torch.Tensor | None] = [None] * num_steps
+        super().__init__(number_of_states=num_steps)
+
+    @property
+    def fir(self) -> torch.Tensor | None:
+        return self.conv_states[0]
+
+    @property
+    def ssm(self) -> list[torch.Tensor | None]:
+        return [self.recurrent_states[o] for o in range(self.number_of_states)]
 
 
 class HyenaCache(Cache):
@@ -149,7 +169,7 @@ class HyenaCache(Cache):
     def get_max_length(self, layer_idx: int | None = None) -> int:
         return -1
 
-    def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
+    def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
         return self.seen_tokens + query_length, 0
 
     @property

@@ -251,7 +251,7 @@ class HyenaOperator(nn.Module):
     ) -> torch.Tensor:
         """``hidden_states (B, L, d)`` -> ``(B, L, d)``. ``padding_mask``: ``(B, 1, L)`` multiplier or None;
         ``state``: the layer's decoding state (filled by a prefill, advanced by decoding steps) or None."""
-        if state is not None and state.fir is not None:
+        if state is not None and state.step_params is not None:  # prefilled: decode the new tokens
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
         if state is None and ops_cpu.channel_blocks_apply(self, hidden_states):  # the CPU inference engine
@@ -261,7 +261,8 @@ class HyenaOperator(nn.Module):
             u = u * padding_mask
         if state is not None:  # prefill: keep the short filter's window
             k = self.config.short_filter_order - 1
-            state.fir = F.pad(u, (k, 0))[..., seqlen:]  # the last k inputs (zeros before the start)
+            if k:
+                state.update_conv_state(u, conv_kernel_size=k)  # keeps the last k inputs (zeros before the start)
         uc = causal_short_conv(self.short_filter, u)
         *xs, v = uc.split(self.config.hidden_size, dim=1)
         h, skip = self.long_filters(seqlen)
@@ -297,7 +298,7 @@ class HyenaOperator(nn.Module):
 
     def _prefill_step_state(self, state, step: int, u: torch.Tensor) -> None:
         if isinstance(state, ModalState):  # s_T = sum_t p^(T-1-t) u_t, what the recurrence reaches after the prompt
-            state.ssm[step] = decayed_sum(u, state.step_params[0][step])
+            state.update_recurrent_state(decayed_sum(u, state.step_params[0][step]), state_idx=step)
         else:
             state.append(step, u)
 
@@ -321,8 +322,8 @@ class HyenaOperator(nn.Module):
             h_rev, skip = state.step_params
         outputs = []
         for t in range(u_all.shape[-1]):
-            window = torch.cat([state.fir, u_all[..., t : t + 1]], dim=-1)
-            state.fir = window[..., 1:]
+            u_t = u_all[..., t : t + 1]
+            window = state.update_conv_state(u_t) if self.config.short_filter_order > 1 else u_t  # (B, C, k)
             uc = short_conv_last_output(self.short_filter, window)
             *xs, v = uc.split(self.config.hidden_size, dim=1)
             dtype = compute_dtype(v.dtype)
@@ -331,8 +332,8 @@ class HyenaOperator(nn.Module):
             for o, x_i in enumerate(reversed(xs[1:])):
                 u = v * (x_i.to(dtype) if keep is None else x_i.to(dtype) * keep)
                 if modal:  # s <- p s + u ; y = Re sum_n R_n s_n
-                    state.ssm[o] = poles[o] * state.ssm[o] + u[..., None]
-                    v = (residues[o] * state.ssm[o]).sum(-1).real.to(dtype)
+                    s = state.update_recurrent_state(poles[o] * state.recurrent_states[o] + u[..., None], state_idx=o)
+                    v = (residues[o] * s).sum(-1).real.to(dtype)
                 else:  # exact causal convolution sum over the whole history
                     history = state.append(o, u[..., None])
                     v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].to(dtype)).sum(-1)
@@ -410,7 +411,7 @@ class H3Mixer(KeepsFloat32):
     ) -> torch.Tensor:
         """``hidden_states (B, L, d)`` -> ``(B, L, d)``; ``padding_mask`` ``(B, 1, L)`` or None; ``state`` as for
         :meth:`HyenaOperator.forward`."""
-        if state is not None and state.ssm is not None:
+        if state is not None and state.step_params is not None:  # prefilled: decode the new tokens
             return self.step(hidden_states, state, padding_mask)
         seqlen = hidden_states.shape[1]
         q = linear_channels_first(self.q_proj, hidden_states)
@@ -427,13 +428,13 @@ class H3Mixer(KeepsFloat32):
 
     def _prefill_state(self, k, kv, padding_mask, state: H3State) -> None:
         """Shift state: the last d_state keys; SSM state: sum_t dA^(T-1-t) dC' kv_t (what the recurrence reaches)."""
-        n, seqlen = self.config.ssm_state_size, k.shape[-1]
+        n = self.config.ssm_state_size
         dtype = compute_dtype(k.dtype)
         k = k.to(dtype) if padding_mask is None else k.to(dtype) * padding_mask.to(dtype)
         kv = kv if padding_mask is None else kv * padding_mask.to(kv.dtype)
-        state.shift = F.pad(k, (n, 0))[..., seqlen:]
+        state.update_conv_state(k, conv_kernel_size=n)  # the last d_state keys (zeros before the start)
         dA, dC = self.diag_ssm_discrete()
-        state.ssm = dC.unsqueeze(0) * decayed_sum(kv, dA)
+        state.update_recurrent_state(dC.unsqueeze(0) * decayed_sum(kv, dA))
         state.step_params = (self.shift_kernel(n).flip(-1), dA, dC)
 
     def step(
@@ -451,12 +452,12 @@ class H3Mixer(KeepsFloat32):
             keep = None if padding_mask is None else padding_mask[:, 0, t, None].to(dtype)  # (B, 1)
             if keep is not None:
                 k = k * keep
-            state.shift = torch.cat([state.shift[..., 1:], k[..., None]], dim=-1)
-            kv = ((state.shift * shift_kernel).sum(-1) + self.shift_D.to(dtype) * k) * v.to(dtype)
+            window = state.update_conv_state(k[..., None])[..., 1:]  # the last d_state keys
+            kv = ((window * shift_kernel).sum(-1) + self.shift_D.to(dtype) * k) * v.to(dtype)
             if keep is not None:
                 kv = kv * keep
-            state.ssm = dA * state.ssm + dC * kv[..., None]
-            y = 2 * state.ssm.sum(-1).real + self.D.to(dtype) * kv
+            ssm = state.update_recurrent_state(dA * state.ssm + dC * kv[..., None])
+            y = 2 * ssm.sum(-1).real + self.D.to(dtype) * kv
             outputs.append((y * q.to(dtype)).to(hidden_states.dtype))
         return self.out_proj(torch.stack(outputs, dim=1))
 

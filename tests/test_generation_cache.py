@@ -176,3 +176,26 @@ def test_decoding_calls_a_hooked_short_filter_as_a_module(device):
         hooked, _ = _stepwise_logits(model, ids, 4)
     assert (plain - full).abs().max() <= 1e-4 and (hooked - full).abs().max() <= 1e-4
     assert len(calls) >= 8 * len(model.backbone.layers)  # prefill + 8 decoding steps per layer
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cache_layers_are_transformers_own_and_its_utilities_work(variant, device):
+    from transformers.cache_utils import LinearAttentionCacheLayerMixin
+
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    ids = _ids(2, 14)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :10], use_cache=True).past_key_values
+    for i, (layer, mixer) in enumerate(zip(cache.layers, model.config.mixer_types)):
+        if mixer == "attention":
+            assert isinstance(layer, DynamicLayer)
+        else:
+            assert isinstance(layer, LinearAttentionCacheLayerMixin)
+            assert cache.get_conv_state(i) is layer.conv_states[0]  # the library's accessors read our states
+    # batch select, then repeat: each kept row continues exactly as in the full forward
+    cache.batch_select_indices(torch.tensor([1], device=ids.device))
+    cache.batch_repeat_interleave(2)
+    with torch.no_grad():
+        more = model(ids[1:, 10:].repeat(2, 1), past_key_values=cache).logits
+    assert (more - full[1:, 10:]).abs().max() < 1e-9
