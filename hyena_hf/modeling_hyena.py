@@ -41,9 +41,14 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
+def _has_padding(attention_mask: torch.Tensor | None) -> bool:
+    """Whether a (B, L) 0/1 mask pads anything; always assumed when traced (no data-dependent branch there)."""
+    return attention_mask is not None and (_tracing() or not bool(attention_mask.all()))
+
+
 def _padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """(B, L) 0/1 mask -> (B, 1, L) multiplier, or None when nothing is padded (always the multiplier when traced)."""
-    if attention_mask is None or (not _tracing() and bool(attention_mask.all())):
+    if not _has_padding(attention_mask):
         return None
     return attention_mask[:, None, :].to(dtype)
 
@@ -564,9 +569,7 @@ def _attention_mask(
     ``(B, T)`` padding mask (None without padding; it applies causality itself), SDPA a boolean ``(B|1, 1, q, T)``
     mask (True = attend) or None where its own causal flag is right, eager an additive mask in ``dtype``, always."""
     if implementation and implementation.startswith("flash_attention"):
-        if attention_mask is None or (not _tracing() and bool(attention_mask.all())):
-            return None
-        return attention_mask[:, -kv_len:]
+        return attention_mask[:, -kv_len:] if _has_padding(attention_mask) else None
     eager = implementation in (None, "eager")
     allowed = _allowed_positions(attention_mask, q_len, kv_len, device, always=eager)
     if allowed is None or not eager:
@@ -583,8 +586,7 @@ def _allowed_positions(
     ``always``. Every query may attend to itself, so fully padded rows give finite values instead of NaN.
     """
     past = kv_len - q_len
-    unpadded = attention_mask is None or (not _tracing() and bool(attention_mask.all()))
-    if unpadded and (past == 0 or q_len == 1) and not always:
+    if not _has_padding(attention_mask) and (past == 0 or q_len == 1) and not always:
         return None
     q_pos = torch.arange(past, kv_len, device=device)[:, None]
     k_pos = torch.arange(kv_len, device=device)[None, :]

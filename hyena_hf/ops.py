@@ -228,9 +228,9 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tens
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         y = long_conv_reference(v, h, D, pre_gate, post_gate)
         return y if out is None else out.copy_(y)
-    if needs_autograd(v, h, D, pre_gate, post_gate) or exporting():
-        if exporting():
-            return long_conv_reference(v, h, D, pre_gate, post_gate)
+    if exporting():  # plain autograd ops: the exported program runs with or without grad
+        return long_conv_reference(v, h, D, pre_gate, post_gate)
+    if needs_autograd(v, h, D, pre_gate, post_gate):
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
     if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
         return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))
