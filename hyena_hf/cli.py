@@ -233,7 +233,7 @@ def cmd_eval(args) -> None:
     from hyena_hf.evaluation.harness import evaluate
 
     out = evaluate(
-        args.model,
+        _model_location(args.model),
         tasks=args.tasks,
         num_fewshot=args.num_fewshot,
         local=args.local,

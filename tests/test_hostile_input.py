@@ -371,11 +371,14 @@ def test_damaged_tokenizer_vocabulary_is_named(tmp_path, case):
     assert str(tmp_path / "vocab.json") in str(info.value)
 
 
-def test_generate_on_a_missing_local_path(tmp_path, capsys):
+def test_commands_on_a_missing_local_path(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "absent"), "ACGT"]) == 1
     assert f"model folder not found: {tmp_path / 'absent'}" in _one_line_error(capsys)
     assert main(["generate", str(tmp_path), "ACGT"]) == 1
     assert "not a model folder (it has no config.json)" in _one_line_error(capsys)
+    for command in (["eval", str(tmp_path / "absent"), "--local"], ["distill", str(tmp_path / "absent"), "out"]):
+        assert main(command) == 1
+        assert f"model folder not found: {tmp_path / 'absent'}" in _one_line_error(capsys)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
