@@ -119,11 +119,7 @@ def test_auto_uses_triton_up_to_the_measured_crossover(monkeypatch):
 
 
 def test_crossover_from_benchmark_rows():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from crossover import crossover
+    from hyena_hf.benchmarks.crossover import crossover
 
     def row(dtype, length, triton, torch_s, err=1e-6):
         return {

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 from hyena_hf.cli import build_parser, main
@@ -95,11 +96,15 @@ def test_distill_report_table_and_threshold(capsys):
     modal, report = distill(model, state_size=2, max_error=1e-6, force=True, progress=False)
     assert modal.config.filter_type == "modal"
     assert set(report.suggested_state_size) == {0, 1} and all(n >= 1 for n in report.suggested_state_size.values())
-    # the suggestion follows the spectrum: the first N whose s[2N] is below 1e-3
-    for layer, n in report.suggested_state_size.items():
-        spectrum = report.hankel_singular_values[layer]
-        if 2 * n < len(spectrum):
-            assert spectrum[2 * (n - 1)] >= 1e-3 > spectrum[2 * n] or n == 1
+
+
+def test_suggested_state_size_is_the_first_n_whose_spectrum_falls_below_the_floor():
+    from hyena_hf.distillation import _suggested_state_size
+
+    spectrum = torch.tensor([1.0, 0.5, 0.1, 0.02, 5e-3, 2e-3, 9e-4, 1e-4])  # first value below 1e-3 at index 6
+    assert _suggested_state_size(spectrum) == 3  # s[2N] = s[6] < 1e-3, s[2(N-1)] = s[4] is not
+    assert _suggested_state_size(torch.tensor([1.0, 5e-4])) == 1  # falls at index 1: one mode (a conjugate pair)
+    assert _suggested_state_size(torch.tensor([1.0, 0.5, 0.2])) == 2  # never falls: all 3 directions, N = 2
 
 
 def test_cli_distill_refuses_a_poor_fit_and_writes_nothing(tmp_path, capsys):
