@@ -15,6 +15,7 @@ Every failure is a :class:`ConversionError` with one line naming the file and th
 
 from __future__ import annotations
 
+import functools
 import pickle
 import threading
 import types
@@ -70,21 +71,22 @@ def _placeholder(module: str, name: str) -> type:
     return _placeholders[key]
 
 
-_allowed: dict[str, object] | None = None
-
-
+@functools.cache
 def _allowed_globals() -> dict[str, object]:
     """torch's own weights-only allow-list, less what can allocate without bound (``bytearray(n)``) and numpy."""
-    global _allowed
-    if _allowed is None:
-        from torch._weights_only_unpickler import _get_allowed_globals
+    from torch._weights_only_unpickler import _get_allowed_globals
 
-        allowed = {
-            k: v for k, v in _get_allowed_globals().items() if k != "builtins.bytearray" and not k.startswith("numpy")
-        }
-        allowed["collections.OrderedDict"] = OrderedDict
-        _allowed = allowed
-    return _allowed
+    allowed = {
+        k: v for k, v in _get_allowed_globals().items() if k != "builtins.bytearray" and not k.startswith("numpy")
+    }
+    allowed["collections.OrderedDict"] = OrderedDict
+    return allowed
+
+
+@functools.cache
+def _allowed_callable_ids() -> frozenset[int]:
+    """Identities of the allowed objects that can be called (pickle REDUCE / NEWOBJ / INST)."""
+    return frozenset(id(obj) for obj in _allowed_globals().values() if callable(obj))
 
 
 class _Limits(threading.local):
@@ -131,7 +133,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def _check_callable(func) -> None:
         if isinstance(func, type) and issubclass(func, InertObject):
             return
-        if not any(func is allowed for allowed in _allowed_globals().values()) or not callable(func):
+        if id(func) not in _allowed_callable_ids():
             _refuse(f"calls {getattr(func, '__name__', type(func).__name__)!r}, which is not allowed")
 
     def load_reduce(self):
