@@ -25,30 +25,21 @@ from conftest import CHECKPOINT_FILES, fixture_tensors, load_fixture_model  # no
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _routes(name: str, dtype: torch.dtype, folder: Path):
-    """(route, model) pairs: each way a user reaches a half-precision model."""
+def _routes(name: str, dtype: torch.dtype, folder: Path) -> dict:
+    """Route name -> builder of the half-precision model: each way a user reaches one."""
     from transformers import AutoModelForCausalLM
 
-    yield ".to(dtype)", load_fixture_model(name).to(dtype)
-    yield "from_pretrained(dtype=)", AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    half_folder = folder.parent / f"{folder.name}-{dtype}"
-    if not half_folder.exists():
-        load_fixture_model(name).to(dtype).save_pretrained(half_folder)
-    yield "saved in half, dtype='auto'", AutoModelForCausalLM.from_pretrained(half_folder, dtype="auto")
+    def saved_in_half():
+        half_folder = folder.parent / f"{folder.name}-{dtype}"
+        if not half_folder.exists():
+            load_fixture_model(name).to(dtype).save_pretrained(half_folder)
+        return AutoModelForCausalLM.from_pretrained(half_folder, dtype="auto")
 
-
-def _routes_or_errors(name, dtype, folder):
-    routes = _routes(name, dtype, folder)
-    labels = iter([".to(dtype)", "from_pretrained(dtype=)", "saved in half, dtype='auto'"])
-    while True:
-        label = next(labels, None)
-        try:
-            yield next(routes)
-        except StopIteration:
-            return
-        except Exception as exc:  # the "before" state: some routes fail outright
-            yield label, f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-            return
+    return {
+        ".to(dtype)": lambda: load_fixture_model(name).to(dtype),
+        "from_pretrained(dtype=)": lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype),
+        "saved in half, dtype='auto'": saved_in_half,
+    }
 
 
 def main() -> None:
@@ -68,10 +59,13 @@ def main() -> None:
             with torch.no_grad():
                 reference = [reference_model(x).logits for x in ids]
             for dtype_name, dtype in DTYPES.items():
-                for route, model in _routes_or_errors(name, dtype, folder):
-                    if isinstance(model, str):
-                        rows.append({"fixture": name, "dtype": dtype_name, "route": route, "error": model})
-                        print(f"{name:28s} {dtype_name:9s} {route:28s} error: {model}")
+                for route, build in _routes(name, dtype, folder).items():
+                    try:
+                        model = build()
+                    except Exception as exc:  # a route that fails outright (fp16 loading did, before the fix)
+                        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                        rows.append({"fixture": name, "dtype": dtype_name, "route": route, "error": error})
+                        print(f"{name:28s} {dtype_name:9s} {route:28s} error: {error}")
                         continue
                     with torch.no_grad():
                         logits = [model.eval()(x).logits for x in ids]
