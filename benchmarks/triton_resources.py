@@ -43,20 +43,23 @@ def kernel_sources_hash() -> str:
 
 
 def configurations() -> list[dict]:
-    """Every configuration the launchers produce: fused kernels for each transform size up to MAX_FUSED_LEN with the
-    autotuned warp counts (all gates and the skip on: the flags only remove code), multipass kernels at two sizes
-    (their tiles are fixed, so larger N changes loop counts only) with the default 4 warps."""
+    """Every configuration the launchers produce: the fused kernels at each transform size up to MAX_FUSED_LEN with
+    the tiles and warp counts of their plans (none where a plan is absent: the launchers do not run those; all
+    gates and the skip on, the flags only remove code), and the multipass kernels at two sizes (their tiles are
+    fixed, so larger N changes loop counts only) with the default 4 warps."""
     from hyena_hf.kernels.dft import factors
     from hyena_hf.kernels.fftconv import MAX_FUSED_LEN
-    from hyena_hf.kernels.multipass import MODE_FILTER, MODE_INVERSE, _tile
+    from hyena_hf.kernels.multipass import MODE_FILTER, MODE_INVERSE, TILE, _tile
+    from hyena_hf.kernels.plans import FUSED_KERNELS, fused_plan
 
     sizes = sorted({factors(1 << k) for k in range(MAX_FUSED_LEN.bit_length())})
     configs = []
     for arch in ARCHS:
         for dtype in DTYPES:
             for n1, n2 in sizes:
-                for kernel in ("fused_forward", "fused_backward"):
-                    for warps in (4, 8, 16):
+                for kernel in FUSED_KERNELS:
+                    plan = fused_plan(kernel, n1, n2, DOT_FOR[dtype])
+                    for warps in plan.warps if plan else ():
                         configs.append(
                             {
                                 "kernel": kernel,
@@ -66,11 +69,13 @@ def configurations() -> list[dict]:
                                 "N2": n2,
                                 "warps": warps,
                                 "dot": DOT_FOR[dtype],
+                                "rows": plan.rows,
+                                "columns": plan.columns,
+                                "reload": plan.reload,
                             }
                         )
             for length in (MAX_FUSED_LEN * 2, 1 << 16):
                 n1, n2 = factors(length)
-                tile = _tile(n1, n2, 32)
                 base = {
                     "arch": arch,
                     "dtype": dtype,
@@ -78,7 +83,7 @@ def configurations() -> list[dict]:
                     "N2": n2,
                     "warps": 4,
                     "dot": DOT_FOR[dtype],
-                    "tile": tile,
+                    "tile": _tile(n1, n2, TILE),
                 }
                 configs.append({**base, "kernel": "multipass_column_dft"})
                 configs.append({**base, "kernel": "multipass_row_dft", "mode": MODE_FILTER})
@@ -92,7 +97,8 @@ def configurations() -> list[dict]:
 # skip on: the flags only remove code).
 KERNELS = {
     "fused_forward": ("fftconv", "_fftconv_row_kernel"),
-    "fused_backward": ("backward", "_fftconv_backward_kernel"),
+    "fused_backward_inputs": ("backward", "_input_gradient_kernel"),
+    "fused_backward_filter": ("backward", "_filter_gradient_kernel"),
     "multipass_column_dft": ("multipass", "_column_dft"),
     "multipass_row_dft": ("multipass", "_row_dft"),
     "multipass_column_idft": ("multipass", "_column_idft"),
@@ -140,6 +146,8 @@ def _source(config: dict):
         const.update(BM=config["tile"], BN=config["tile"], BK=config["tile"])
     if "mode" in config:
         const["MODE"] = config["mode"]
+    if "rows" in config:
+        const.update(RB=config["rows"], CB=config["columns"], RELOAD=config["reload"])
     constexprs = {fn.arg_names[i] for i in fn.constexprs}
     const.update({n: FLAGS[n] for n in constexprs if n not in const})
     sig = {

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .plans import fused_plan
+
 _CONSTANTS: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
@@ -41,18 +43,29 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def fused_launch_configs() -> list[triton.Config]:
-    """Warp counts the fused (whole row on chip) kernels are tuned over on a GPU, per transform size: their DFT tiles
-    grow with N, so the best count does too. One config under the interpreter, which cannot autotune."""
+    """Warp counts the fused (whole row on chip) kernels are tuned over on a GPU; :func:`plan_pruner` keeps those of
+    the size's spill-free plan. One config under the interpreter, which cannot autotune."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         return [triton.Config({}, num_warps=4)]
-    return [triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8, 16)]
+    return [triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)]
+
+
+def plan_pruner(kernel: str) -> dict:
+    """``prune_configs_by`` of a fused kernel's autotuner: only the warp counts of its plan (see :mod:`.plans`)."""
+
+    def prune(configs, named_args, **kwargs):
+        plan = fused_plan(kernel, kwargs["N1"], kwargs["N2"], kwargs["DOT"])
+        return [config for config in configs if config.num_warps in plan.warps]
+
+    return {"early_config_prune": prune}
 
 
 def factors(seqlen: int) -> tuple[int, int]:
-    """(N1, N2) with N1 * N2 >= 2 * seqlen, both powers of two; tiles of at least 16 x 16 (``tl.dot`` on GPUs)."""
+    """(N1, N2) with N1 * N2 >= 2 * seqlen, both powers of two, N1 <= N2 (wide rows: the row DFT runs on whole rows
+    while the column DFT is taken a block of rows at a time, so a wide row keeps fewer values live per block) and
+    N1 >= 32 (the kernels' tiles are at least 16 x 16, as ``tl.dot`` needs on GPUs)."""
     n = max(512, 1 << (2 * seqlen - 1).bit_length())
-    log_n = n.bit_length() - 1
-    n1 = 1 << ((log_n + 1) // 2)
+    n1 = 1 << max(5, (n.bit_length() - 1) // 2)
     return n1, n // n1
 
 
@@ -89,58 +102,134 @@ def filter_spectrum(h: torch.Tensor, seqlen: int) -> tuple[torch.Tensor, torch.T
 
 
 @triton.jit
-def load_dft_tiles(f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, N1: tl.constexpr, N2: tl.constexpr):
-    """The on-chip constants of the fused kernels: F1 restricted to the non-zero half of the input (N1, N1/2), F1
-    restricted to the kept half of the output (N1/2, N1), the twiddles (N1, N2) and F2 (N2, N2)."""
-    H1: tl.constexpr = N1 // 2
-    r_half = tl.arange(0, H1)
-    r_full = tl.arange(0, N1)
-    cols = tl.arange(0, N2)
-    f1_in = r_full[:, None] * N1 + r_half[None, :]
-    f1_out = r_half[:, None] * N1 + r_full[None, :]
-    tw = r_full[:, None] * N2 + cols[None, :]
-    f2 = cols[:, None] * N2 + cols[None, :]
-    return (
-        tl.load(f1r_ptr + f1_in),
-        tl.load(f1i_ptr + f1_in),
-        tl.load(f1r_ptr + f1_out),
-        tl.load(f1i_ptr + f1_out),
-        tl.load(twr_ptr + tw),
-        tl.load(twi_ptr + tw),
-        tl.load(f2r_ptr + f2),
-        tl.load(f2i_ptr + f2),
-    )
-
-
-@triton.jit
 def half_row_positions(N1: tl.constexpr, N2: tl.constexpr):
     """Positions n = N2 n1 + n2 of the non-zero (input) / kept (output) half: an (N1/2, N2) tile."""
     return tl.arange(0, N1 // 2)[:, None] * N2 + tl.arange(0, N2)[None, :]
 
 
 @triton.jit
-def spectrum_tile_offsets(N1: tl.constexpr, N2: tl.constexpr):
-    """Offsets of an (N1, N2) spectrum laid out [k1, k2]."""
-    return tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+def load_gated(x_ptr, gate_ptr, offsets, mask, HAS_GATE: tl.constexpr):
+    """``x * gate`` (or ``x``) at ``offsets``, in float32; zero where ``mask`` is false."""
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GATE:
+        x = x * tl.load(gate_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    return x
 
 
 @triton.jit
-def dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT: tl.constexpr):
-    """Spectrum (real, imag planes (N1, N2)) of a row whose non-zero half is ``x: (N1/2, N2)``."""
-    ar = tl.dot(f1r_in, x, input_precision=DOT)
-    ai = tl.dot(f1i_in, x, input_precision=DOT)
-    br = ar * twr - ai * twi
-    bi = ar * twi + ai * twr
+def column_dft_rows(
+    x,
+    k0,
+    f1r_ptr,
+    f1i_ptr,
+    twr_ptr,
+    twi_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    RB: tl.constexpr,
+    DOT: tl.constexpr,
+    RELOAD: tl.constexpr,
+):
+    """Step 1 for the spectrum rows k1 = k0 .. k0 + RB of a row whose non-zero half is ``x: (N1/2, N2)``: the column
+    DFT restricted to those rows, times the twiddles; real and imaginary planes (RB, N2)."""
+    k1 = k0 + tl.arange(0, RB)
+    f1 = k1[:, None] * N1 + tl.arange(0, N1 // 2)[None, :]
+    ar = tl.dot(tl.load(f1r_ptr + f1, volatile=RELOAD), x, input_precision=DOT)
+    ai = tl.dot(tl.load(f1i_ptr + f1, volatile=RELOAD), x, input_precision=DOT)
+    tw = k1[:, None] * N2 + tl.arange(0, N2)[None, :]
+    twr = tl.load(twr_ptr + tw, volatile=RELOAD)
+    twi = tl.load(twi_ptr + tw, volatile=RELOAD)
+    return ar * twr - ai * twi, ar * twi + ai * twr
+
+
+@triton.jit
+def row_dft_columns(
+    br, bi, c0, f2r_ptr, f2i_ptr, N2: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr, RELOAD: tl.constexpr
+):
+    """Step 2: spectrum columns k2 = c0 .. c0 + CB of the rows ``(br, bi): (RB, N2)`` (their DFT along the row)."""
+    f2 = tl.arange(0, N2)[:, None] * N2 + c0 + tl.arange(0, CB)[None, :]
+    f2r = tl.load(f2r_ptr + f2, volatile=RELOAD)
+    f2i = tl.load(f2i_ptr + f2, volatile=RELOAD)
     zr = tl.dot(br, f2r, input_precision=DOT) - tl.dot(bi, f2i, input_precision=DOT)
     zi = tl.dot(br, f2i, input_precision=DOT) + tl.dot(bi, f2r, input_precision=DOT)
     return zr, zi
 
 
 @triton.jit
-def inverse_dft_to_half(yr, yi, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n, DOT: tl.constexpr):
-    """First half (N1/2, N2) of the real inverse transform of the spectrum (yr, yi)."""
+def inverse_row_dft_columns(
+    yr, yi, c0, f2r_ptr, f2i_ptr, N2: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr, RELOAD: tl.constexpr
+):
+    """Inverse of step 2 for the spectrum columns c0 .. c0 + CB (``yr, yi: (RB, CB)``): their contribution to the
+    inverse row DFT, planes (RB, N2); summed over all column blocks it is the whole inverse row DFT."""
+    f2 = (c0 + tl.arange(0, CB))[:, None] * N2 + tl.arange(0, N2)[None, :]  # conj(F2) rows: F2 is symmetric
+    f2r = tl.load(f2r_ptr + f2, volatile=RELOAD)
+    f2i = tl.load(f2i_ptr + f2, volatile=RELOAD)
     pr = tl.dot(yr, f2r, input_precision=DOT) + tl.dot(yi, f2i, input_precision=DOT)
     pi = tl.dot(yi, f2r, input_precision=DOT) - tl.dot(yr, f2i, input_precision=DOT)
+    return pr, pi
+
+
+@triton.jit
+def inverse_column_dft_rows(
+    pr,
+    pi,
+    k0,
+    f1r_ptr,
+    f1i_ptr,
+    twr_ptr,
+    twi_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    RB: tl.constexpr,
+    DOT: tl.constexpr,
+    RELOAD: tl.constexpr,
+):
+    """Inverse of step 1 for the spectrum rows k0 .. k0 + RB (``pr, pi: (RB, N2)``): conjugate twiddles, then their
+    contribution to the kept half (N1/2, N2) of the real inverse column DFT, without the 1/N."""
+    k1 = k0 + tl.arange(0, RB)
+    tw = k1[:, None] * N2 + tl.arange(0, N2)[None, :]
+    twr = tl.load(twr_ptr + tw, volatile=RELOAD)
+    twi = tl.load(twi_ptr + tw, volatile=RELOAD)
     qr = pr * twr + pi * twi
     qi = pi * twr - pr * twi
-    return (tl.dot(f1r_out, qr, input_precision=DOT) + tl.dot(f1i_out, qi, input_precision=DOT)) * inv_n
+    f1 = tl.arange(0, N1 // 2)[:, None] * N1 + k1[None, :]
+    return tl.dot(tl.load(f1r_ptr + f1, volatile=RELOAD), qr, input_precision=DOT) + tl.dot(
+        tl.load(f1i_ptr + f1, volatile=RELOAD), qi, input_precision=DOT
+    )
+
+
+@triton.jit
+def filtered_inverse_rows(
+    br,
+    bi,
+    k0,
+    h_ptr_r,
+    h_ptr_i,
+    h_base,
+    f2r_ptr,
+    f2i_ptr,
+    N2: tl.constexpr,
+    RB: tl.constexpr,
+    CB: tl.constexpr,
+    CONJ: tl.constexpr,
+    DOT: tl.constexpr,
+    RELOAD: tl.constexpr,
+):
+    """Steps 2, filter, inverse 2 for one block of spectrum rows: the row DFT of ``(br, bi): (RB, N2)`` times the
+    filter spectrum rows k0 .. k0 + RB (conj(H) if CONJ), back through the inverse row DFT; (RB, N2) planes. Taken
+    CB spectrum columns at a time, so only a (RB, CB) slice of the spectrum and two (N2, CB) slices of F2 are live."""
+    pr = tl.zeros((RB, N2), dtype=tl.float32)
+    pi = tl.zeros((RB, N2), dtype=tl.float32)
+    for c0 in range(0, N2, CB):
+        zr, zi = row_dft_columns(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD)
+        h = h_base + (k0 + tl.arange(0, RB))[:, None] * N2 + c0 + tl.arange(0, CB)[None, :]
+        hr = tl.load(h_ptr_r + h)
+        hi = tl.load(h_ptr_i + h)
+        if CONJ:
+            hi = -hi
+        dr, di = inverse_row_dft_columns(
+            zr * hr - zi * hi, zr * hi + zi * hr, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD
+        )
+        pr += dr
+        pi += di
+    return pr, pi

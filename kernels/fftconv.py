@@ -14,20 +14,26 @@ import triton
 import triton.language as tl
 
 from .dft import (
+    column_dft_rows,
     dft_constants,
-    dft_of_half,
     dot_precision,
     factors,
+    filtered_inverse_rows,
     fused_launch_configs,
     half_row_positions,
-    inverse_dft_to_half,
-    load_dft_tiles,
-    spectrum_tile_offsets,
+    inverse_column_dft_rows,
+    load_gated,
+    plan_pruner,
 )
 from .multipass import fftconv_rows_multipass
+from .plans import fused_plan
 
 
-@triton.autotune(configs=fused_launch_configs(), key=["N1", "N2", "HAS_PRE", "HAS_POST", "HAS_D", "DOT"])
+@triton.autotune(
+    configs=fused_launch_configs(),
+    key=["N1", "N2", "RB", "CB", "RELOAD", "HAS_PRE", "HAS_POST", "HAS_D", "DOT"],
+    prune_configs_by=plan_pruner("fused_forward"),
+)
 @triton.jit
 def _fftconv_row_kernel(
     v_ptr,
@@ -51,6 +57,9 @@ def _fftconv_row_kernel(
     HAS_PRE: tl.constexpr,
     HAS_POST: tl.constexpr,
     HAS_D: tl.constexpr,
+    RB: tl.constexpr,
+    CB: tl.constexpr,
+    RELOAD: tl.constexpr,
     DOT: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -58,28 +67,25 @@ def _fftconv_row_kernel(
     pos = half_row_positions(N1, N2)
     valid = pos < L
     base = row.to(tl.int64) * L
-    x = tl.load(v_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
-    if HAS_PRE:
-        x = x * tl.load(pre_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
-
-    f1r_in, f1i_in, f1r_out, f1i_out, twr, twi, f2r, f2i = load_dft_tiles(
-        f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr, twi_ptr, N1, N2
-    )
-    zr, zi = dft_of_half(x, f1r_in, f1i_in, twr, twi, f2r, f2i, DOT)
-    h_off = channel.to(tl.int64) * (N1 * N2) + spectrum_tile_offsets(N1, N2)
-    hr = tl.load(hr_ptr + h_off)
-    hi = tl.load(hi_ptr + h_off)
-    y = inverse_dft_to_half(zr * hr - zi * hi, zr * hi + zi * hr, f1r_out, f1i_out, twr, twi, f2r, f2i, inv_n, DOT)
-
+    y = tl.zeros((N1 // 2, N2), dtype=tl.float32)
+    h_base = channel.to(tl.int64) * (N1 * N2)
+    for k0 in range(0, N1, RB):
+        x = load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)  # reloaded (cached): fewer live registers
+        br, bi = column_dft_rows(x, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+        pr, pi = filtered_inverse_rows(
+            br, bi, k0, hr_ptr, hi_ptr, h_base, f2r_ptr, f2i_ptr, N2, RB, CB, False, DOT, RELOAD
+        )
+        y += inverse_column_dft_rows(pr, pi, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+    y = y * inv_n
     if HAS_D:
-        y = y + tl.load(d_ptr + channel).to(tl.float32) * x
+        y = y + tl.load(d_ptr + channel).to(tl.float32) * load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)
     if HAS_POST:
         y = y * tl.load(post_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
     tl.store(out_ptr + base + pos, y.to(out_ptr.dtype.element_ty), mask=valid)
 
 
-# Lengths one program handles with the whole row on chip (N = 2L DFT tiles in registers); longer rows take the
-# multi-pass kernels of .multipass. A guess until it is tuned on a GPU.
+# Lengths one program handles with the whole row on chip (N = 2L <= 64 x 64: the row, an accumulator and a slice of
+# its spectrum in registers, see .plans); longer rows take the multi-pass kernels of .multipass.
 MAX_FUSED_LEN = 2048
 
 
@@ -101,6 +107,8 @@ def fftconv_rows(
     if not fits_one_program(L):
         return fftconv_rows_multipass(v, spectrum, D, pre_gate, post_gate, out=out)
     n1, n2 = factors(L)
+    dot = dot_precision(v.dtype)
+    plan = fused_plan("fused_forward", n1, n2, dot)
     v = v.contiguous()
     out = torch.empty_like(v) if out is None else out
     hr, hi = spectrum
@@ -118,9 +126,12 @@ def fftconv_rows(
         1.0 / (n1 * n2),
         N1=n1,
         N2=n2,
+        RB=plan.rows,
+        CB=plan.columns,
+        RELOAD=plan.reload,
         HAS_PRE=pre_gate is not None,
         HAS_POST=post_gate is not None,
         HAS_D=D is not None,
-        DOT=dot_precision(v.dtype),
+        DOT=dot,
     )
     return out

@@ -19,6 +19,9 @@ from .dft import dft_constants, dot_precision, factors
 
 # Scratch memory one call may hold (the chunk is at least one row).
 SCRATCH_BYTES = 256 << 20
+# Tile edge of the blocked DFT products, launched with 4 warps: the largest that spills no registers on sm_80 and
+# sm_90 in float32 (32 x 32 tiles of the complex row DFT spill 300-430 bytes per thread: triton_resources.py).
+TILE = 16
 
 MODE_FILTER, MODE_INVERSE, MODE_CROSS, MODE_PLAIN = 0, 1, 2, 3
 
@@ -210,7 +213,7 @@ def fftconv_rows_multipass(
     out: torch.Tensor | None = None,
     aux: torch.Tensor | None = None,
     aux_out: torch.Tensor | None = None,
-    block: int = 32,
+    block: int = TILE,
 ) -> torch.Tensor:
     """Multi-pass counterpart of :func:`.fftconv.fftconv_rows` (same arguments), for any length. With ``aux``,
     ``aux_out`` also receives ``aux * y``, the result before the post gate."""
@@ -328,7 +331,11 @@ def fftconv_rows_multipass(
 
 
 def filter_gradient_multipass(
-    g_src: torch.Tensor, g_gate: torch.Tensor | None, u_src: torch.Tensor, u_gate: torch.Tensor | None, block: int = 32
+    g_src: torch.Tensor,
+    g_gate: torch.Tensor | None,
+    u_src: torch.Tensor,
+    u_gate: torch.Tensor | None,
+    block: int = TILE,
 ) -> torch.Tensor:
     """``dh[c, j] = sum_b sum_t g[b, c, t] u[b, c, t - j]`` for j < L, with ``g = g_src * g_gate`` and
     ``u = u_src * u_gate`` (gates optional), all ``(B, C, L)``; float32 ``(C, L)``.

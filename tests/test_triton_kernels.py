@@ -15,6 +15,7 @@ from hyena_hf.kernels import (
     long_conv_backward,
     triton_long_conv,
 )
+from hyena_hf.kernels import backward as kernel_backward
 from hyena_hf.kernels import dft as kernel_dft  # noqa: E402
 from hyena_hf.kernels import fftconv as kernel_fftconv
 from hyena_hf.kernels import multipass as kernel_multipass
@@ -122,6 +123,42 @@ def test_gradients_match_autograd_through_float64_reference(L, Lh):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_gradients(dtype):
     _assert_gradients_match_float64(_case_inputs(2, 3, 150, 150, True, True, True, seed=8, dtype=dtype), tol=1e-2)
+
+
+def test_backward_engine_per_length_and_dtype():
+    """The fused backward wherever both its kernels have a spill-free plan (every fused length for half data, up to
+    L = 512 for float32), torch.fft for float32 beyond, the multi-pass kernels beyond the fused lengths."""
+    for L in (1, 256, 257, 512, 513, 1024, 2048, MAX_FUSED_LEN + 1):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            engine = kernel_backward.backward_engine(L, dtype)
+            if L > MAX_FUSED_LEN:
+                assert engine is kernel_backward._multipass_backward
+            elif dtype == torch.float32 and L > 512:
+                assert engine is kernel_backward._torch_fft_backward, L
+            else:
+                assert engine is kernel_backward._fused_backward, (L, dtype)
+
+
+@pytest.mark.parametrize("L", [256, 512, 1024, 2048])
+def test_fused_backward_in_half_precision_at_every_transform_size(L):
+    """Each size has its own plan (spectrum tiles, warps): every one is exercised."""
+    args = _case_inputs(2, 2, L, L, True, True, True, seed=L + 9, dtype=torch.bfloat16)
+    assert kernel_backward.backward_engine(L, torch.bfloat16) is kernel_backward._fused_backward
+    _assert_gradients_match_float64(args, tol=1e-2)
+
+
+@pytest.mark.parametrize("pre,post,skip", GATE_AND_SKIP_CASES)
+def test_torch_fft_backward_every_gate_and_skip_combination(pre, post, skip):
+    args = _case_inputs(3, 2, 600, 600, pre, post, skip, seed=29)
+    assert kernel_backward.backward_engine(600, torch.float32) is kernel_backward._torch_fft_backward
+    _assert_gradients_match_float64(args)
+
+
+def test_filter_gradient_in_batch_splits(monkeypatch):
+    """On a GPU the filter-gradient programs split the batch (more programs than channels); the partial gradients
+    of the splits (the last one short) must add up to the whole."""
+    monkeypatch.setattr(kernel_backward, "filter_gradient_splits", lambda batch, channels, tiles, device: 2)
+    _assert_gradients_match_float64(_case_inputs(5, 2, 100, 100, True, True, True, seed=31))
 
 
 @pytest.fixture
