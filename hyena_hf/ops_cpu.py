@@ -229,3 +229,16 @@ def mlp_in_row_blocks(mlp, x: torch.Tensor) -> torch.Tensor:
         else:
             torch.addmm(mlp.fc2.bias, h, mlp.fc2.weight.t(), out=out[block])
     return out.view(*x.shape[:-1], -1)
+
+
+def hyena_mixer_inference(mixer, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None):
+    """The CPU inference engine of a Hyena mixer: its gated output ``(B, d, L)`` before out_proj by
+    :func:`hyena_mixer_in_channel_blocks` where that serves the call (:func:`channel_blocks_apply`), else None."""
+    if not channel_blocks_apply(mixer, hidden_states):
+        return None
+    return hyena_mixer_in_channel_blocks(mixer, hidden_states, padding_mask)
+
+
+def mlp_inference(mlp, x: torch.Tensor):
+    """The CPU inference engine of the MLP: :func:`mlp_in_row_blocks` where it serves the call, else None."""
+    return mlp_in_row_blocks(mlp, x) if mlp_rows_apply(mlp, x) else None

@@ -72,6 +72,15 @@ def _without_downcast(fn):
     return apply
 
 
+def linear_in_dtype(linear: nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``linear(x)`` computed in ``dtype``: a filter MLP of a half-precision model still runs in float32. Called as
+    a module when the weights already have that dtype, so accelerate's offload hooks work."""
+    if linear.weight.dtype == dtype:
+        return linear(x)
+    bias = None if linear.bias is None else linear.bias.to(dtype)
+    return torch.nn.functional.linear(x, linear.weight.to(dtype), bias)
+
+
 class KeepsFloat32(nn.Module):
     """Mixin: the module's own parameters and buffers (and, with ``float32_children``, its submodules') ignore casts
     to half precision — ``.to(torch.bfloat16)``, ``.half()``, ``.bfloat16()`` — while device moves still apply."""

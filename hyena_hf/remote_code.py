@@ -20,10 +20,17 @@ MODEL_MODULES = (
     "hyena_remote.py",
     "configuration_hyena.py",
     "modeling_hyena.py",
+    "attention_functions.py",
     "cache_hyena.py",
+    "decoding.py",
+    "diagonal_recurrence.py",
+    "initialization.py",
+    "losses.py",
+    "model_inputs.py",
     "ops.py",
     "ops_cpu.py",
     "precision.py",
+    "pretrained_io.py",
     "remote_code.py",
 )
 TOKENIZER_MODULES = ("hyena_remote_tokenizer.py", "tokenization_hyenadna.py", "remote_code.py")

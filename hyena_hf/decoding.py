@@ -1,0 +1,114 @@
+"""Recurrent decoding of the long-convolution mixers, one new token at a time after a prefill.
+
+The full forward computes every position at once by FFT; decoding continues from a cache (see
+:mod:`hyena_hf.cache_hyena`) filled by that forward: the prefill helpers below store what the steps read (the short
+filter's window, the reversed filters or the poles, the recurrent states), and the step functions produce the
+mixer's output for new tokens exactly as the full forward would. The mixers call them; they never import the model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .cache_hyena import H3State, HyenaConvState, ModalState
+from .diagonal_recurrence import decayed_sum
+from .ops import compute_dtype
+from .ops_cpu import short_conv_last_output
+
+
+def hyena_step_parameters(mixer, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
+    """What Hyena decoding reads from the weights, once per prefill: the reversed filters ``h (order-1, d, L)``
+    (exact cache) or, per order step, the poles and residues (d, N) (modal; channels laid out as (d, order-1))."""
+    if isinstance(state, ModalState):
+        poles, residues = mixer.filter.complex_poles_residues()
+        shape = (mixer.config.hidden_size, mixer.config.hyena_order - 1, -1)
+        return poles.view(shape).unbind(1), residues.view(shape).unbind(1), skip
+    return h.flip(-1), skip
+
+
+def hyena_prefill_step(state, step: int, u: torch.Tensor) -> None:
+    """Record the input ``u (B, d, T)`` of order step ``step``: its history (exact) or the recurrent state it leaves,
+    s_T = sum_t p^(T-1-t) u_t (modal)."""
+    if isinstance(state, ModalState):
+        state.update_recurrent_state(decayed_sum(u, state.step_params[0][step]), state_idx=step)
+    else:
+        state.append(step, u)
+
+
+def hyena_step(
+    mixer, hidden_states: torch.Tensor, state: HyenaConvState, padding_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Hyena decoding of new tokens ``hidden_states (B, n, d)`` -> ``(B, n, d)``: exact (the causal convolution sum
+    over the stored history, O(T d) per token) or modal (the recurrence, O(d N)). Padded new tokens
+    (``padding_mask (B, 1, n)`` zero) enter as the full forward lets them: zero inputs and zero pre-gates."""
+    config = mixer.config
+    u_all = mixer.in_proj(hidden_states).transpose(1, 2)
+    if padding_mask is not None:
+        u_all = u_all * padding_mask
+    modal = isinstance(state, ModalState)
+    if modal:
+        poles, residues, skip = state.step_params
+    else:
+        needed = state.lengths[0] + u_all.shape[-1]
+        if state.step_params[0].shape[-1] < needed:  # filters grow with the text (doubling), up to l_max
+            length = min(max(needed, 2 * state.step_params[0].shape[-1]), config.max_position_embeddings)
+            state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
+        h_rev, skip = state.step_params
+    outputs = []
+    for t in range(u_all.shape[-1]):
+        u_t = u_all[..., t : t + 1]
+        window = state.update_conv_state(u_t) if config.short_filter_order > 1 else u_t  # (B, C, k)
+        uc = short_conv_last_output(mixer.short_filter, window)
+        *xs, v = uc.split(config.hidden_size, dim=1)
+        dtype = compute_dtype(v.dtype)
+        v = v.to(dtype)
+        keep = None if padding_mask is None else padding_mask[..., t].to(dtype)  # (B, 1)
+        for o, x_i in enumerate(reversed(xs[1:])):
+            u = v * (x_i.to(dtype) if keep is None else x_i.to(dtype) * keep)
+            if modal:  # s <- p s + u ; y = Re sum_n R_n s_n
+                s = state.update_recurrent_state(poles[o] * state.recurrent_states[o] + u[..., None], state_idx=o)
+                v = (residues[o] * s).sum(-1).real.to(dtype)
+            else:  # exact causal convolution sum over the whole history
+                history = state.append(o, u[..., None])
+                v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].to(dtype)).sum(-1)
+            if skip is not None:
+                v = v + skip[o].to(dtype) * u
+        outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
+    return mixer.out_proj(torch.stack(outputs, dim=1))
+
+
+def h3_prefill(mixer, k: torch.Tensor, kv: torch.Tensor, padding_mask: torch.Tensor | None, state: H3State) -> None:
+    """H3 state after the prompt (``k, kv: (B, d, T)``): the last d_state keys for the shift SSM, and
+    sum_t dA^(T-1-t) dC' kv_t (what the recurrence reaches) for the diagonal SSM."""
+    n = mixer.config.ssm_state_size
+    dtype = compute_dtype(k.dtype)
+    k = k.to(dtype) if padding_mask is None else k.to(dtype) * padding_mask.to(dtype)
+    kv = kv if padding_mask is None else kv * padding_mask.to(kv.dtype)
+    state.update_conv_state(k, conv_kernel_size=n)  # the last d_state keys (zeros before the start)
+    dA, dC = mixer.diag_ssm_discrete()
+    state.update_recurrent_state(dC.unsqueeze(0) * decayed_sum(kv, dA))
+    state.step_params = (mixer.shift_kernel(n).flip(-1), dA, dC)
+
+
+def h3_step(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask: torch.Tensor | None = None):
+    """H3's recurrence on new tokens ``hidden_states (B, n, d)`` -> ``(B, n, d)``: shift SSM as an FIR window,
+    diagonal SSM as a complex state; O(d * d_state) per token. Padded new tokens (``padding_mask (B, 1, n)`` zero)
+    enter as zero keys and zero SSM inputs, as in the full forward."""
+    shift_kernel, dA, dC = state.step_params
+    outputs = []
+    for t in range(hidden_states.shape[1]):
+        x = hidden_states[:, t]
+        q, k, v = mixer.q_proj(x), mixer.k_proj(x), mixer.v_proj(x)
+        dtype = compute_dtype(k.dtype)
+        k = k.to(dtype)
+        keep = None if padding_mask is None else padding_mask[:, 0, t, None].to(dtype)  # (B, 1)
+        if keep is not None:
+            k = k * keep
+        window = state.update_conv_state(k[..., None])[..., 1:]  # the last d_state keys
+        kv = ((window * shift_kernel).sum(-1) + mixer.shift_D.to(dtype) * k) * v.to(dtype)
+        if keep is not None:
+            kv = kv * keep
+        ssm = state.update_recurrent_state(dA * state.ssm + dC * kv[..., None])
+        y = 2 * ssm.sum(-1).real + mixer.D.to(dtype) * kv
+        outputs.append((y * q.to(dtype)).to(hidden_states.dtype))
+    return mixer.out_proj(torch.stack(outputs, dim=1))
