@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .modeling_hyena import HyenaOperator, modal_impulse_response
+from .diagonal_recurrence import modal_impulse_response
+from .modeling_hyena import HyenaOperator
 from .thresholds import DISTILL_MAX_ERROR
 
 
