@@ -31,10 +31,9 @@ from .dft import (
     fused_launch_configs,
     half_row_positions,
     inverse_column_dft_rows,
-    inverse_row_dft_columns,
     load_gated,
     plan_pruner,
-    row_dft_columns,
+    row_dft_slice,
 )
 from .fftconv import fits_one_program
 from .multipass import fftconv_rows_multipass, filter_gradient_multipass
@@ -170,13 +169,13 @@ def _filter_gradient_kernel(
         base = (b * C + channel).to(tl.int64) * L
         u = load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)
         br, bi = column_dft_rows(u, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
-        ur, ui = row_dft_columns(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD)
+        ur, ui = row_dft_slice(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, False, DOT, RELOAD)
         g = load_gated(dy_ptr, post_ptr, base + pos, valid, HAS_POST)
         br, bi = column_dft_rows(g, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
-        gr, gi = row_dft_columns(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD)
+        gr, gi = row_dft_slice(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, False, DOT, RELOAD)
         cr += gr * ur + gi * ui
         ci += gi * ur - gr * ui
-    pr, pi = inverse_row_dft_columns(cr, ci, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD)
+    pr, pi = row_dft_slice(cr, ci, c0, f2r_ptr, f2i_ptr, N2, CB, True, DOT, RELOAD)
     dh = inverse_column_dft_rows(pr, pi, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
     tl.store(dh_ptr + (part * C + channel).to(tl.int64) * L + pos, dh * inv_n, mask=valid)
 

@@ -143,30 +143,41 @@ def column_dft_rows(
 
 
 @triton.jit
-def row_dft_columns(
-    br, bi, c0, f2r_ptr, f2i_ptr, N2: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr, RELOAD: tl.constexpr
-):
-    """Step 2: spectrum columns k2 = c0 .. c0 + CB of the rows ``(br, bi): (RB, N2)`` (their DFT along the row)."""
-    f2 = tl.arange(0, N2)[:, None] * N2 + c0 + tl.arange(0, CB)[None, :]
-    f2r = tl.load(f2r_ptr + f2, volatile=RELOAD)
-    f2i = tl.load(f2i_ptr + f2, volatile=RELOAD)
-    zr = tl.dot(br, f2r, input_precision=DOT) - tl.dot(bi, f2i, input_precision=DOT)
-    zi = tl.dot(br, f2i, input_precision=DOT) + tl.dot(bi, f2r, input_precision=DOT)
-    return zr, zi
+def complex_dot(ar, ai, br, bi, DOT: tl.constexpr):
+    """(ar + i ai) @ (br + i bi) as four real ``tl.dot``: real and imaginary planes."""
+    real = tl.dot(ar, br, input_precision=DOT) - tl.dot(ai, bi, input_precision=DOT)
+    imag = tl.dot(ar, bi, input_precision=DOT) + tl.dot(ai, br, input_precision=DOT)
+    return real, imag
 
 
 @triton.jit
-def inverse_row_dft_columns(
-    yr, yi, c0, f2r_ptr, f2i_ptr, N2: tl.constexpr, CB: tl.constexpr, DOT: tl.constexpr, RELOAD: tl.constexpr
+def row_dft_slice(
+    xr,
+    xi,
+    c0,
+    f2r_ptr,
+    f2i_ptr,
+    N2: tl.constexpr,
+    CB: tl.constexpr,
+    INVERSE: tl.constexpr,
+    DOT: tl.constexpr,
+    RELOAD: tl.constexpr,
 ):
-    """Inverse of step 2 for the spectrum columns c0 .. c0 + CB (``yr, yi: (RB, CB)``): their contribution to the
-    inverse row DFT, planes (RB, N2); summed over all column blocks it is the whole inverse row DFT."""
-    f2 = (c0 + tl.arange(0, CB))[:, None] * N2 + tl.arange(0, N2)[None, :]  # conj(F2) rows: F2 is symmetric
+    """Step 2 on a slice of spectrum columns k2 = c0 .. c0 + CB. Forward: those columns of the row DFT of
+    ``(xr, xi): (RB, N2)``, planes (RB, CB). Inverse: the contribution of the spectrum columns ``(xr, xi): (RB, CB)``
+    to the inverse row DFT, planes (RB, N2) (rows c0 .. c0 + CB of conj(F2)); summed over all slices it is the whole
+    inverse."""
+    full = tl.arange(0, N2)
+    part = c0 + tl.arange(0, CB)
+    if INVERSE:
+        f2 = part[:, None] * N2 + full[None, :]
+    else:
+        f2 = full[:, None] * N2 + part[None, :]
     f2r = tl.load(f2r_ptr + f2, volatile=RELOAD)
     f2i = tl.load(f2i_ptr + f2, volatile=RELOAD)
-    pr = tl.dot(yr, f2r, input_precision=DOT) + tl.dot(yi, f2i, input_precision=DOT)
-    pi = tl.dot(yi, f2r, input_precision=DOT) - tl.dot(yr, f2i, input_precision=DOT)
-    return pr, pi
+    if INVERSE:
+        f2i = -f2i
+    return complex_dot(xr, xi, f2r, f2i, DOT)
 
 
 @triton.jit
@@ -221,15 +232,13 @@ def filtered_inverse_rows(
     pr = tl.zeros((RB, N2), dtype=tl.float32)
     pi = tl.zeros((RB, N2), dtype=tl.float32)
     for c0 in range(0, N2, CB):
-        zr, zi = row_dft_columns(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD)
+        zr, zi = row_dft_slice(br, bi, c0, f2r_ptr, f2i_ptr, N2, CB, False, DOT, RELOAD)
         h = h_base + (k0 + tl.arange(0, RB))[:, None] * N2 + c0 + tl.arange(0, CB)[None, :]
         hr = tl.load(h_ptr_r + h)
         hi = tl.load(h_ptr_i + h)
         if CONJ:
             hi = -hi
-        dr, di = inverse_row_dft_columns(
-            zr * hr - zi * hi, zr * hi + zi * hr, c0, f2r_ptr, f2i_ptr, N2, CB, DOT, RELOAD
-        )
+        dr, di = row_dft_slice(zr * hr - zi * hi, zr * hi + zi * hr, c0, f2r_ptr, f2i_ptr, N2, CB, True, DOT, RELOAD)
         pr += dr
         pi += di
     return pr, pi

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dft import dft_constants, dot_precision, factors
+from .dft import complex_dot, dft_constants, dot_precision, factors
 
 # Scratch memory one call may hold (the chunk is at least one row).
 SCRATCH_BYTES = 256 << 20
@@ -111,8 +111,9 @@ def _row_dft(
         f_i = tl.load(f2i_ptr + f)
         if MODE == 1:
             f_i = -f_i
-        acc_r += tl.dot(a_r, f_r, input_precision=DOT) - tl.dot(a_i, f_i, input_precision=DOT)
-        acc_i += tl.dot(a_r, f_i, input_precision=DOT) + tl.dot(a_i, f_r, input_precision=DOT)
+        z_r, z_i = complex_dot(a_r, a_i, f_r, f_i, DOT)
+        acc_r += z_r
+        acc_i += z_i
     idx = k1[:, None] * N2 + cols[None, :]
     out = base + idx
     if MODE == 3:

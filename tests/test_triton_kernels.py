@@ -293,6 +293,15 @@ def test_long_lengths_take_the_multipass_kernels(L):
     assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
+@pytest.mark.slow
+def test_one_million_tokens_take_the_multipass_kernels():
+    """The multi-pass forward at 1M tokens (N = 2M: 1024 x 2048 four-step transform) against float64 torch.fft."""
+    L = 1 << 20
+    args = _inputs(1, 1, L, seed=21)
+    ref = _reference64(*args)
+    assert (triton_long_conv(*args).double() - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
 def test_multipass_gradients():
     L = MAX_FUSED_LEN + 100
     args = [t.requires_grad_(True) for t in _inputs(1, 2, L, seed=4)]
