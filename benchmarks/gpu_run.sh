@@ -30,7 +30,7 @@ if [ "$DRY" = 1 ]; then
 else
     export HYENA_TEST_DEVICE=cuda
     unset TRITON_INTERPRET
-    TESTS_KERNELS=(tests/test_triton_kernels.py tests/test_triton_compile_gate.py)
+    TESTS_KERNELS=(tests/test_triton_kernels.py tests/test_triton_compile_gate.py -m "slow or not slow")  # 1M too
     TESTS_SUITE=(tests)
     LC_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); LC_B8=(--batch 8 --channels 768)
     LC_B64=(--batch 64 --channels 768); LC_1M=(--batch 1 --channels 768); LC_1M_LENGTHS=(1048576)

@@ -400,8 +400,7 @@ class HyenaBlock(GradientCheckpointingLayer):
         self.dropout2 = nn.Dropout(config.resid_pdrop)
 
     def _add_norm(self, hidden_states, residual, dropout, norm):
-        dropped = dropout(hidden_states)
-        residual = dropped + residual if residual is not None else dropped
+        residual = ops_cpu.residual_add(dropout(hidden_states), residual)
         hidden_states = norm(residual.to(dtype=norm.weight.dtype))
         if self.config.residual_in_fp32:  # "at least fp32": a float64 model keeps a float64 residual
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
@@ -525,7 +524,7 @@ class HyenaModel(HyenaPreTrainedModel):
             )
             if output_attentions and weights is not None:  # attention layers only (as in transformers' hybrids)
                 all_attentions += (weights,)
-        residual = self.drop_f(hidden_states) + residual
+        residual = ops_cpu.residual_add(self.drop_f(hidden_states), residual)
         hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
         if past_key_values is not None:
             past_key_values.seen_tokens = inputs.total

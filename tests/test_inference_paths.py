@@ -212,3 +212,20 @@ def test_out_argument_writes_the_result_in_place(small_blocks):
         assert torch.allclose(out.float(), expected, rtol=2e-2 if dtype == torch.bfloat16 else 1e-6, atol=5e-2)
     with pytest.raises(ValueError, match="out="):
         ops.long_conv_torch(v, h, D, pre, post, out=torch.empty(2, 5, 69))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_inference_residual_adds_leave_inputs_and_returned_states_intact(variant):
+    """Inference writes each residual sum into the branch output (no new (B, L, d) tensor per add): the caller's
+    inputs_embeds and every returned hidden state must still equal what the autograd path returns."""
+    model = tiny_model(**VARIANTS[variant])
+    embeds = torch.randn(2, 19, model.config.hidden_size, generator=torch.Generator().manual_seed(4))
+    before = embeds.clone()
+    with torch.no_grad():
+        fast = model(inputs_embeds=embeds, output_hidden_states=True, use_cache=False)
+    assert torch.equal(embeds, before)
+    recorded = model(inputs_embeds=embeds.clone().requires_grad_(), output_hidden_states=True, use_cache=False)
+    assert len(fast.hidden_states) == len(recorded.hidden_states) == model.config.num_hidden_layers + 1
+    assert torch.equal(fast.hidden_states[0], before)
+    for got, want in zip(fast.hidden_states + (fast.logits,), recorded.hidden_states + (recorded.logits,)):
+        assert torch.allclose(got, want.detach(), rtol=1e-5, atol=1e-5)
