@@ -44,17 +44,21 @@ class _HyenaStateLayer(LinearAttentionLayer):
             states[i] = fn(tensor)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
+        """Every state ``(B, ...)`` -> ``(B * repeats, ...)``, each row repeated (beam search / sampling expansion)."""
         self._map_states(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the batch rows ``indices (B',)`` of every state ``(B, ...)``."""
         self._map_states(lambda t: t[indices])
 
     @property
     def batch_size(self) -> int:
+        """B of the states, -1 before the prefill."""
         first = next(self._state_tensors(), None)
         return -1 if first is None else first[2].shape[0]
 
     def memory_bytes(self) -> int:
+        """Bytes held by the states."""
         return sum(t.numel() * t.element_size() for _, _, t in self._state_tensors())
 
 
@@ -71,6 +75,8 @@ class HyenaConvState(_HyenaStateLayer):
 
     @property
     def fir(self) -> torch.Tensor | None:
+        """The short filter's window, the last inputs ``(B, (order + 1) d, short_filter_order - 1)`` (None before the
+        prefill)."""
         return self.conv_states[0]
 
     def append(self, step: int, u: torch.Tensor) -> torch.Tensor:
@@ -86,6 +92,7 @@ class HyenaConvState(_HyenaStateLayer):
         return buf[..., : used + n]
 
     def history_view(self, step: int) -> torch.Tensor:
+        """Every input order step ``step`` has seen: ``(B, d, T)``."""
         return self.history[step][..., : self.lengths[step]]
 
     def _map_states(self, fn) -> None:
@@ -123,10 +130,12 @@ class H3State(_HyenaStateLayer):
 
     @property
     def shift(self) -> torch.Tensor | None:
+        """The last d_state keys ``(B, d, d_state)`` (None before the prefill)."""
         return self.conv_states[0]
 
     @property
     def ssm(self) -> torch.Tensor | None:
+        """The diagonal SSM's complex state ``(B, d, d_state / 2)`` (None before the prefill)."""
         return self.recurrent_states[0]
 
 
@@ -139,10 +148,12 @@ class ModalState(_HyenaStateLayer):
 
     @property
     def fir(self) -> torch.Tensor | None:
+        """The short filter's window, as :attr:`HyenaConvState.fir`."""
         return self.conv_states[0]
 
     @property
     def ssm(self) -> list[torch.Tensor | None]:
+        """The complex state ``(B, d, modal_state_size)`` of each order step."""
         return [self.recurrent_states[o] for o in range(self.number_of_states)]
 
 

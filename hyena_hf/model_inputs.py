@@ -74,6 +74,7 @@ def padding_multiplier(attention_mask: torch.Tensor | None, dtype: torch.dtype) 
 
 
 def check_length(config: HyenaConfig, seqlen: int) -> None:
+    """Implicit filters exist up to ``max_position_embeddings`` positions: a longer input (cached + new) is refused."""
     if config.has_length_limit and seqlen > config.max_position_embeddings:
         raise ValueError(
             f"Input length {seqlen} exceeds max_position_embeddings={config.max_position_embeddings} (the length of "
@@ -99,6 +100,7 @@ def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
 
 
 def check_inputs_embeds(inputs_embeds: torch.Tensor, hidden_size: int) -> None:
+    """``inputs_embeds`` must be ``(B, L, hidden_size)``."""
     if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden_size:
         raise ValueError(
             f"inputs_embeds must have shape (batch, seq_len, {hidden_size}), got {tuple(inputs_embeds.shape)}"

@@ -571,6 +571,8 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         num_logits_to_keep: int | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        """``input_ids (B, L)`` (or ``inputs_embeds (B, L, d)``) -> logits ``(B, logits_to_keep or L, vocab_size)``;
+        with ``labels (B, L)`` the next-token loss (see :mod:`hyena_hf.losses`)."""
         outputs = self.backbone(
             input_ids,
             attention_mask=attention_mask,
@@ -614,6 +616,8 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         output_attentions: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
+        """``input_ids (B, L)`` -> logits ``(B, num_labels)`` of each sequence's last real token; with ``labels``
+        transformers' classification or regression loss."""
         outputs = self.backbone(
             input_ids,
             attention_mask=attention_mask,

@@ -39,6 +39,7 @@ def _fast_fft_size(n: int) -> int:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype long convolutions and recurrent states compute in: at least float32."""
     return torch.promote_types(dtype, torch.float32)
 
 

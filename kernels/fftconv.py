@@ -90,6 +90,7 @@ MAX_FUSED_LEN = 2048
 
 
 def fits_one_program(seqlen: int) -> bool:
+    """Whether rows of ``seqlen`` tokens take the fused (whole row on chip) kernels."""
     return seqlen <= MAX_FUSED_LEN
 
 
