@@ -35,7 +35,7 @@ from .initialization import init_h3, init_implicit_filter, init_modal_filter, in
 from .losses import causal_lm_loss
 from .model_inputs import check_input_ids, check_prompt, last_real_positions, prepare_model_inputs, tracing
 from .ops import compute_dtype, long_conv
-from .ops_cpu import causal_short_conv, inference_only, is_plain_module, linear_channels_first
+from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay
 from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, linear_in_dtype, no_autocast
 from .pretrained_io import HyenaCheckpointMixin
 
@@ -86,11 +86,7 @@ class HyenaImplicitFilter(KeepsFloat32):
     def forward(self, seqlen: int, return_skip: bool = False):
         """(channels, seqlen) filter values, in at least float32 (and the skip ``D`` with ``return_skip``: read
         inside forward so accelerate's offload hooks have loaded it). Channels first, the layout of the FFT."""
-        features = self.features(seqlen)
-        if self.out.weight.dtype == features.dtype and not is_plain_module(self.out, nn.Linear):
-            h = self._modulate(self.out(features)[0].t(), slice(None))  # hooks (offload, adapters) need a module call
-        else:
-            h = self.filters_for(features, slice(None))
+        h = self.filters_for(self.features(seqlen), slice(None))
         return (h, self.D) if return_skip else h
 
     def features(self, seqlen: int) -> torch.Tensor:
@@ -103,19 +99,16 @@ class HyenaImplicitFilter(KeepsFloat32):
         return h
 
     def filters_for(self, features: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features` (reads the output weight
-        directly: plain modules only, see :meth:`forward`)."""
-        h = self.out.weight[rows].to(features.dtype) @ features[0].t()
-        return self._modulate(h, rows)
+        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features`: the output projection, then
+        the decay modulation."""
+        return self._modulate(project_filter_rows(self.out, features, rows), rows)
 
     def _modulate(self, h: torch.Tensor, rows: slice) -> torch.Tensor:
         if not self.config.modulate:
             return h
         t = self.t[0, : h.shape[-1], 0].to(h.dtype)
         decay = torch.outer(self.deltas[0, 0, rows].to(h.dtype).abs(), t)
-        if inference_only(h):  # in place: (channels, L) tensors are large at long L
-            return h.mul_(decay.neg_().exp_().add_(self.config.modulation_shift))
-        return h * (torch.exp(-decay) + self.config.modulation_shift)
+        return scale_by_decay(h, decay, self.config.modulation_shift)  # h * (exp(-decay) + shift)
 
 
 # --- Modal filter: h[t] = Re sum_n R_n p_n^t (the Laughing Hyena / StripedHyena form, see hyena_hf.distillation) ------

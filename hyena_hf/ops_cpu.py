@@ -64,6 +64,23 @@ def inference_only(*tensors: torch.Tensor) -> bool:
     return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type) and not exporting()
 
 
+def project_filter_rows(linear: nn.Linear, features: torch.Tensor, rows: slice) -> torch.Tensor:
+    """The implicit filter's output projection for the channels ``rows``: ``features (1, L, width)`` -> ``(rows, L)``,
+    channels first (the layout of the FFT). A plain module is read directly (one GEMM, only the rows asked for); a
+    hooked or wrapped one (offload, adapters) is called as a module, for all channels."""
+    if linear.weight.dtype == features.dtype and not is_plain_module(linear, nn.Linear):
+        return linear(features)[0].t()[rows]
+    return linear.weight[rows].to(features.dtype) @ features[0].t()
+
+
+def scale_by_decay(h: torch.Tensor, decay: torch.Tensor, shift: float) -> torch.Tensor:
+    """``h * (exp(-decay) + shift)`` for ``h, decay (C, L)``; in place in inference ((C, L) tensors are large at long
+    L)."""
+    if inference_only(h):
+        return h.mul_(decay.neg_().exp_().add_(shift))
+    return h * (torch.exp(-decay) + shift)
+
+
 def residual_add(branch: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
     """``branch + residual`` (``branch`` alone for the first block), both ``(B, L, d)``. In inference the sum is
     written into ``branch``: it is a mixer's or MLP's fresh output, used once, and a new (B, L, d) tensor per add
