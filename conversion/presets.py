@@ -77,6 +77,17 @@ def _h3(attn_layer_idx: list[int], num_heads: int, rotary_emb_dim: int | None = 
     }
 
 
+# The released HyenaDNA checkpoints, each as the original Lightning checkpoint and as a ``-hf`` safetensors repo.
+_HYENADNA_SIZES = (
+    "tiny-1k-seqlen",
+    "tiny-1k-seqlen-d256",
+    "tiny-16k-seqlen-d128",
+    "small-32k-seqlen",
+    "medium-160k-seqlen",
+    "medium-450k-seqlen",
+    "large-1m-seqlen",
+)
+
 PRESETS: dict[str, Preset] = {
     "hyena-small-150b-tok": Preset(
         "Zymrael/hyena-small-150b-tok", "hyena_small_150b_tok.ckpt", "safari", "gpt2", _HYENA_SMALL
@@ -90,15 +101,7 @@ PRESETS: dict[str, Preset] = {
             _HYENADNA,
             config_filename="config.json",
         )
-        for size in (
-            "tiny-1k-seqlen",
-            "tiny-1k-seqlen-d256",
-            "tiny-16k-seqlen-d128",
-            "small-32k-seqlen",
-            "medium-160k-seqlen",
-            "medium-450k-seqlen",
-            "large-1m-seqlen",
-        )
+        for size in _HYENADNA_SIZES
     },
     **{
         f"hyenadna-{size}-hf": Preset(
@@ -109,15 +112,7 @@ PRESETS: dict[str, Preset] = {
             _HYENADNA,
             config_filename="config.json",
         )
-        for size in (
-            "tiny-1k-seqlen",
-            "tiny-1k-seqlen-d256",
-            "tiny-16k-seqlen-d128",
-            "small-32k-seqlen",
-            "medium-160k-seqlen",
-            "medium-450k-seqlen",
-            "large-1m-seqlen",
-        )
+        for size in _HYENADNA_SIZES
     },
     "h3-125m": Preset("danfu09/H3-125M", "model.pt", "h3", "gpt2", _h3([6], 12)),
     "h3-355m": Preset("danfu09/H3-355M", "model.pt", "h3", "gpt2", _h3([8, 16], 16)),
