@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GPT2Config, GPT2LMHeadModel
 
-from hyena_hf import HyenaConfig, HyenaForCausalLM
+from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.timing import cpu_model, median_seconds, peak_memory_bytes
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
@@ -63,31 +62,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     longest = max(args.lengths)
-    hyena = HyenaForCausalLM(
-        HyenaConfig(
-            vocab_size=args.vocab,
-            hidden_size=args.hidden_size,
-            num_hidden_layers=args.layers,
-            max_position_embeddings=longest,
-            filter_order=64,
-            filter_emb_dim=33,
-            embd_pdrop=0.0,
-        )
-    ).eval()
-    gpt2 = (
-        None
-        if args.no_gpt2
-        else GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=args.vocab,
-                n_embd=args.hidden_size,
-                n_layer=args.layers,
-                n_head=max(1, args.hidden_size // 64),
-                n_positions=longest,
-                attn_implementation="sdpa",
-            )
-        ).eval()
-    )
+    hyena = bench_hyena(args.hidden_size, args.layers, longest, vocab=args.vocab)
+    gpt2 = None if args.no_gpt2 else same_size_gpt2(args.hidden_size, args.layers, longest, vocab=args.vocab)
     rows = []
     for length in tqdm(args.lengths, desc="bench floor"):
         row = {"length": length, "hyena": measure(hyena, length, args.vocab, args.repeats)}

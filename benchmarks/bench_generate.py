@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+from transformers import DynamicCache
 
-from hyena_hf import HyenaConfig, HyenaForCausalLM, distill
+from hyena_hf import distill
+from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.timing import cpu_model, median_seconds
 
 
@@ -81,28 +82,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     max_len = max(args.contexts) + args.steps + 1
-    hyena = HyenaForCausalLM(
-        HyenaConfig(
-            vocab_size=50257,
-            hidden_size=args.hidden_size,
-            num_hidden_layers=args.layers,
-            max_position_embeddings=max_len,
-            filter_order=64,
-            filter_emb_dim=33,
-            embd_pdrop=0.0,
-        )
-    ).eval()
+    hyena = bench_hyena(args.hidden_size, args.layers, max_len)
     modal = {n: distill(hyena, n, length=min(max_len, 4096), progress=False, force=True)[0] for n in args.modal_sizes}
-    gpt2 = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=50257,
-            n_embd=args.hidden_size,
-            n_layer=args.layers,
-            n_head=max(1, args.hidden_size // 64),
-            n_positions=max_len,
-            attn_implementation="sdpa",
-        )
-    ).eval()
+    gpt2 = same_size_gpt2(args.hidden_size, args.layers, max_len)
     rows = []
     for batch in args.batches:
         for context in tqdm(args.contexts, desc=f"bench generate, batch {batch}"):

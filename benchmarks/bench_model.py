@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GPT2Config, GPT2LMHeadModel
 
-from hyena_hf import HyenaConfig, HyenaForCausalLM
+from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.plain_hyena import check_supported, plain_forward
 from hyena_hf.benchmarks.timing import interleaved_median_seconds, peak_memory_bytes
 
@@ -45,37 +44,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     max_len = max(args.lengths)
     torch.manual_seed(0)
-    hyena = (
-        HyenaForCausalLM(
-            HyenaConfig(
-                vocab_size=50257,
-                hidden_size=args.hidden_size,
-                num_hidden_layers=args.layers,
-                max_position_embeddings=max_len,
-                filter_order=64,
-                filter_emb_dim=33,
-                embd_pdrop=0.0,
-                use_cache=False,
-            )
-        )
-        .to(device)
-        .eval()
-    )
-    gpt2 = (
-        GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=50257,
-                n_embd=args.hidden_size,
-                n_layer=args.layers,
-                n_head=max(1, args.hidden_size // 64),
-                n_positions=max_len,
-                attn_implementation="sdpa",
-                use_cache=False,
-            )
-        )
-        .to(device)
-        .eval()
-    )
+    hyena = bench_hyena(args.hidden_size, args.layers, max_len, use_cache=False).to(device)
+    gpt2 = same_size_gpt2(args.hidden_size, args.layers, max_len, use_cache=False).to(device)
     check_supported(hyena)
     with torch.no_grad():  # the plain reference must compute the same function before it is worth timing
         ids = torch.randint(0, 50257, (1, min(1024, max_len)), device=device)
