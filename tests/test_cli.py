@@ -72,25 +72,10 @@ def test_synthetic_comparison_writes_table_json_and_png(tmp_path, capsys):
 
 
 def test_eval_cli_offline(tmp_path):
-    import torch
-
-    from hyena_hf import HyenaConfig, HyenaForCausalLM
-
-    from test_pipeline_trainer import train_tokenizer
+    from test_pipeline_trainer import text_model, train_tokenizer
 
     tokenizer = train_tokenizer()
-    torch.manual_seed(0)
-    HyenaForCausalLM(
-        HyenaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            max_position_embeddings=512,
-            filter_emb_dim=5,
-            filter_order=16,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).save_pretrained(tmp_path / "m")
+    text_model(tokenizer).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     assert (
         main(

@@ -7,30 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from hyena_hf import HyenaConfig, HyenaForCausalLM
 from hyena_hf.evaluation.harness import SUPERGLUE_TASKS, evaluate
 from hyena_hf.evaluation.tasks import record_scoring
 
-from test_pipeline_trainer import train_tokenizer
+from test_pipeline_trainer import text_model, train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer():
     tokenizer = train_tokenizer()
-    torch.manual_seed(0)
-    model = HyenaForCausalLM(
-        HyenaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            max_position_embeddings=512,
-            filter_emb_dim=5,
-            filter_order=16,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
-    return model.eval(), tokenizer
+    return text_model(tokenizer), tokenizer
 
 
 def _loglikelihood(model, tokenizer, context: str, continuation: str) -> float:

@@ -11,7 +11,7 @@ from transformers import (
     pipeline,
 )
 
-from hyena_hf import HyenaForCausalLM
+from hyena_hf import HyenaConfig, HyenaForCausalLM
 
 from conftest import tiny_config
 
@@ -28,6 +28,22 @@ def train_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[EOS]"]))
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
+
+
+def text_model(tokenizer: PreTrainedTokenizerFast) -> HyenaForCausalLM:
+    """A small seeded Hyena LM over ``tokenizer``'s vocabulary (512 positions), for the tests that read text."""
+    torch.manual_seed(0)
+    config = HyenaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        max_position_embeddings=512,
+        filter_emb_dim=5,
+        filter_order=16,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return HyenaForCausalLM(config).eval()
 
 
 def test_pipeline_text_generation_with_local_tokenizer(tmp_path):
