@@ -235,72 +235,13 @@ def fftconv_rows_multipass(
     post = v if post_gate is None else post_gate.contiguous()
     aux = v if aux is None else aux.contiguous()
     dummy_out = out if aux_out is None else aux_out
+    kw = dict(N1=n1, N2=n2, BM=t, BN=t, BK=t, DOT=dot)
     for row0 in range(0, rows, chunk):
         r = min(chunk, rows - row0)
         grid = (r, n1 // t, n2 // t)
-        _column_dft[grid](
-            v,
-            pre,
-            s[0],
-            s[1],
-            f1r,
-            f1i,
-            twr,
-            twi,
-            L,
-            row0,
-            N1=n1,
-            N2=n2,
-            BM=t,
-            BN=t,
-            BK=t,
-            DOT=dot,
-            HAS_GATE=pre_gate is not None,
-        )
-        _row_dft[grid](
-            s[0],
-            s[1],
-            s[2],
-            s[3],
-            f2r,
-            f2i,
-            hr,
-            hi,
-            twr,
-            twi,
-            C,
-            row0,
-            N1=n1,
-            N2=n2,
-            BM=t,
-            BN=t,
-            BK=t,
-            DOT=dot,
-            MODE=MODE_FILTER,
-            CONJ=conj,
-        )
-        _row_dft[grid](
-            s[2],
-            s[3],
-            s[0],
-            s[1],
-            f2r,
-            f2i,
-            hr,
-            hi,
-            twr,
-            twi,
-            C,
-            row0,
-            N1=n1,
-            N2=n2,
-            BM=t,
-            BN=t,
-            BK=t,
-            DOT=dot,
-            MODE=MODE_INVERSE,
-            CONJ=False,
-        )
+        _column_dft[grid](v, pre, s[0], s[1], f1r, f1i, twr, twi, L, row0, HAS_GATE=pre_gate is not None, **kw)
+        _row_dft[grid](s[0], s[1], s[2], s[3], f2r, f2i, hr, hi, twr, twi, C, row0, MODE=MODE_FILTER, CONJ=conj, **kw)
+        _row_dft[grid](s[2], s[3], s[0], s[1], f2r, f2i, hr, hi, twr, twi, C, row0, MODE=MODE_INVERSE, CONJ=False, **kw)
         _column_idft[(r, (n1 // 2) // t, n2 // t)](
             s[0],
             s[1],
@@ -317,16 +258,11 @@ def fftconv_rows_multipass(
             C,
             row0,
             1.0 / (n1 * n2),
-            N1=n1,
-            N2=n2,
-            BM=t,
-            BN=t,
-            BK=t,
-            DOT=dot,
             HAS_PRE=pre_gate is not None,
             HAS_POST=post_gate is not None,
             HAS_D=D is not None,
             HAS_AUX=aux_out is not None,
+            **kw,
         )
     return out
 
