@@ -9,9 +9,12 @@ half-precision model, and the long convolution runs in float32; the dense layers
 
 from __future__ import annotations
 
+import re
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 
@@ -98,11 +101,6 @@ class KeepsFloat32(nn.Module):
 def half_precision_filter_tensors(folder) -> list[str]:
     """Names of long-filter tensors that the safetensors files of a local model folder store in half precision (their
     rounding cannot be undone by computing in float32 afterwards); [] for anything else."""
-    import re
-    from pathlib import Path
-
-    from safetensors import safe_open
-
     folder = Path(folder)
     if not folder.is_dir():
         return []
