@@ -1,5 +1,6 @@
 """How far the CPU forward is from its GEMM floor: forward time, the profiler's share of time in GEMMs
-(aten::mm / addmm / bmm / baddbmm: the dense layers any implementation pays) and time / GEMM floor, for Hyena and
+(aten::mm / addmm / bmm / baddbmm: the dense layers any implementation pays; a GEMM with a fused activation counts
+only as the same GEMM timed alone) and time / GEMM floor, for Hyena and
 the same-size GPT-2 (SDPA). Inference (no grad), batch 1, ``logits_to_keep=1``; the CPU model goes into the JSON.
 
     python benchmarks/bench_floor.py --lengths 1024 2048 8192 16384 32768
@@ -20,15 +21,32 @@ from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.timing import cpu_model, median_seconds, peak_memory_bytes
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# A GEMM with its activation fused into the epilogue: only the time of the same GEMM without it counts as floor
+# (replayed alone by unfused_gemm_seconds), the epilogue's time counts as the model's own.
+FUSED_GEMM_OPS = ("mkldnn::_linear_pointwise",)
 
 
-def gemm_share(fn) -> float:
-    """Fraction of the profiled operator time spent in GEMMs (self time of the GEMM ops over all ops' self time)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+def unfused_gemm_seconds(shapes: list, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Median time of ``addmm(bias, x, weight.T)`` for a fused linear's input shapes ``[x, weight, bias, ...]``."""
+    x, weight = torch.randn(shapes[0], dtype=dtype), torch.randn(shapes[1], dtype=dtype)
+    bias = torch.randn(shapes[2], dtype=dtype) if shapes[2] else None
+    gemm = (lambda: x @ weight.t()) if bias is None else (lambda: torch.addmm(bias, x, weight.t()))
+    return median_seconds(gemm, repeats)
+
+
+def gemm_share(fn, dtype: torch.dtype = torch.float32) -> float:
+    """Fraction of the profiled operator time that is the GEMM floor: the self time of the GEMM ops, plus for each
+    fused linear + activation the time of its GEMM alone, over all ops' self time."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
-    events = prof.key_averages()
+    events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
-    return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / total
+    floor = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    for event in events:
+        if event.key in FUSED_GEMM_OPS:
+            replayed = unfused_gemm_seconds(event.input_shapes, dtype) * 1e6 * event.count
+            floor += min(replayed, event.self_cpu_time_total)
+    return floor / total
 
 
 def measure(model, length: int, vocab: int, repeats: int) -> dict:

@@ -66,6 +66,31 @@ def test_channels_first_projection_equals_the_module():
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("onednn", [True, False])
+def test_row_blocked_mlp_equals_the_module(dtype, bias, onednn, small_blocks):
+    """The MLP's inference engine (fc1 with the tanh-GELU fused by oneDNN, or the in-place GELU) against its twin,
+    the module path, computed in float64."""
+    if dtype == torch.bfloat16 and onednn and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no oneDNN bfloat16 support")
+    from hyena_hf.modeling_hyena import HyenaMLP
+
+    torch.manual_seed(0)
+    mlp = HyenaMLP(tiny_model().config)
+    if not bias:
+        mlp.fc1.bias = mlp.fc2.bias = None
+    x = torch.randn(2, 19, mlp.fc1.in_features)
+    expected = mlp.double()(x.double())
+    mlp, x = mlp.to(dtype), x.to(dtype)
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=onednn):
+        assert ops_cpu.onednn_fuses(x, mlp.fc1.weight) == (onednn and torch.backends.mkldnn.is_available())
+        fast = ops_cpu.mlp_inference(mlp, x)
+    assert fast.dtype == dtype and fast.shape == expected.shape
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (fast.double() - expected).abs().max() <= tol * expected.abs().max()
+
+
 def _count_blocked_calls(monkeypatch):
     calls = []
     original = ops_cpu.hyena_mixer_in_channel_blocks
