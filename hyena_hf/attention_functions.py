@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 
 def apply_rotary(x: torch.Tensor, position_ids: torch.Tensor, inv_freq: torch.Tensor, rotary_dim: int) -> torch.Tensor:
@@ -43,3 +44,11 @@ def rotary_inv_freq(config) -> torch.Tensor:
     """Rotary inverse frequencies ``(rotary_emb_dim / 2,)`` in float32 (``config``: a HyenaConfig)."""
     dim = config.rotary_emb_dim
     return 1.0 / (config.rotary_emb_base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+
+
+def attention_function(implementation: str | None, output_attentions: bool):
+    """The attention kernel for ``config._attn_implementation``: the eager one here (also whenever the weights are
+    asked for: the fused kernels do not return them), else transformers' registered one."""
+    if output_attentions or implementation in (None, "eager"):
+        return eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[implementation]

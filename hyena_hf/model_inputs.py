@@ -84,6 +84,18 @@ def check_length(config: HyenaConfig, seqlen: int) -> None:
         )
 
 
+def embed_inputs(
+    embeddings: torch.nn.Module, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, vocab_size: int
+) -> torch.Tensor:
+    """``inputs_embeds (B, L, d)``, or the embeddings of the checked ``input_ids (B, L)``; exactly one is given."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+    if inputs_embeds is not None:
+        return inputs_embeds
+    check_input_ids(input_ids, vocab_size)
+    return embeddings(input_ids)
+
+
 def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     """Shape, dtype and range of token ids ``(B, L)``, with a one-line error (an embedding lookup would fail with a
     bare IndexError, or silently read the padding rows beyond vocab_size)."""

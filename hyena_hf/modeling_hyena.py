@@ -22,18 +22,17 @@ from transformers.modeling_outputs import (
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import can_return_tuple
 
 from . import ops_cpu  # the CPU inference engines (module attributes: tests wrap them)
-from .attention_functions import apply_rotary, eager_attention_forward, rotary_inv_freq
+from .attention_functions import apply_rotary, attention_function, rotary_inv_freq
 from .cache_hyena import H3State, HyenaCache, HyenaConvState
 from .configuration_hyena import HyenaConfig
 from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters
-from .diagonal_recurrence import modal_impulse_response
+from .diagonal_recurrence import bilinear_discretisation, modal_impulse_response, shift_ssm_kernel
 from .initialization import init_h3, init_implicit_filter, init_modal_filter, init_rotary, init_standard_module
 from .losses import causal_lm_loss
-from .model_inputs import check_input_ids, check_prompt, last_real_positions, prepare_model_inputs, tracing
+from .model_inputs import ModelInputs, check_prompt, embed_inputs, last_real_positions, prepare_model_inputs, tracing
 from .ops import compute_dtype, long_conv
 from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay
 from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, linear_in_dtype, no_autocast
@@ -254,31 +253,19 @@ class H3Mixer(KeepsFloat32):
 
     def shift_kernel(self, seqlen: int) -> torch.Tensor:
         """The shift SSM as an FIR filter ``(d, seqlen)`` (``d_state`` taps, zero beyond), in at least float32."""
-        n = self.config.ssm_state_size
         dtype = torch.promote_types(self.shift_B.dtype, torch.float32)
-        B_f = torch.fft.rfft(self.shift_B.to(dtype), n=2 * n)
-        C_f = torch.fft.rfft(self.shift_C.to(dtype), n=2 * n)
-        k = torch.fft.irfft(B_f.conj() * C_f, n=2 * n)[..., : min(n, seqlen)]
-        return F.pad(k, (0, seqlen - k.shape[-1]))
+        return shift_ssm_kernel(self.shift_B.to(dtype), self.shift_C.to(dtype), seqlen)
 
     def diag_ssm_discrete(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bilinear discretisation: (dA, dC') with K[l] = 2 Re sum_n dC'_n dA_n^l."""
+        """Bilinear discretisation: (dA, dC') with K[l] = 2 Re sum_n dC'_n dA_n^l, each ``(d, d_state / 2)``."""
         dtype = torch.promote_types(self.ssm_log_dt.dtype, torch.float32)
-        dt = torch.exp(self.ssm_log_dt.to(dtype)).unsqueeze(-1)
         A = -torch.exp(self.ssm_inv_A_real.to(dtype)) + 1j * self.ssm_A_imag.to(dtype)
-        B = torch.view_as_complex(self.ssm_B.to(dtype).contiguous())
-        C = torch.view_as_complex(self.ssm_C.to(dtype).contiguous())
-        dtA = A * dt
-        dC = B * C * (1.0 - dtA / 2).reciprocal() * dt
-        dA = (1.0 + dtA / 2) / (1.0 - dtA / 2)
-        return dA, dC
+        B, C = (torch.view_as_complex(p.to(dtype).contiguous()) for p in (self.ssm_B, self.ssm_C))
+        return bilinear_discretisation(torch.exp(self.ssm_log_dt.to(dtype)).unsqueeze(-1), A, B, C)
 
     def ssm_kernel(self, seqlen: int) -> torch.Tensor:
         """The diagonal SSM's convolution kernel ``(d, seqlen)``: ``K[l] = 2 Re sum_n dC'_n dA_n^l``."""
-        dA, dC = self.diag_ssm_discrete()
-        pos = torch.arange(seqlen, device=dA.device, dtype=dA.real.dtype)
-        vandermonde = torch.exp(dA.log().unsqueeze(-1) * pos)  # (d, n/2, L)
-        return 2 * torch.einsum("dn,dnl->dl", dC, vandermonde).real
+        return 2 * modal_impulse_response(*self.diag_ssm_discrete(), seqlen)
 
     def forward(
         self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None, state: H3State | None = None
@@ -344,19 +331,9 @@ class HyenaAttention(KeepsFloat32):
             k = apply_rotary(k, position_ids, self.inv_freq, self.rotary_dim)
         if layer_cache is not None:
             k, v = layer_cache.update(k, v)
-        implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention = (
-            eager_attention_forward if implementation in (None, "eager") else ALL_ATTENTION_FUNCTIONS[implementation]
-        )
-        out, weights = attention(
-            self,
-            q,
-            k,
-            v,
-            attention_mask,
-            dropout=self.config.attention_dropout if self.training else 0.0,
-            scaling=self.head_dim**-0.5,
-        )
+        attention = attention_function(self.config._attn_implementation, output_attentions)
+        dropout = self.config.attention_dropout if self.training else 0.0
+        out, weights = attention(self, q, k, v, attention_mask, dropout=dropout, scaling=self.head_dim**-0.5)
         return self.out_proj(out.reshape(bsz, seqlen, -1)), weights
 
 
@@ -399,24 +376,18 @@ class HyenaBlock(GradientCheckpointingLayer):
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
         return hidden_states, residual
 
-    def forward(
-        self,
-        hidden_states,
-        residual=None,
-        padding_mask=None,
-        attn_mask=None,
-        position_ids=None,
-        layer_cache=None,
-        output_attentions=False,
-    ):
-        """Returns the block's output, the residual stream and the attention weights (None but for attention layers
-        asked for them)."""
+    def forward(self, hidden_states, residual, inputs: ModelInputs, layer_cache=None, output_attentions=False):
+        """``hidden_states`` and ``residual`` ``(B, L, d)`` (residual None for the first block) -> the block's output,
+        the residual stream and the attention weights (None but for attention layers asked for them). ``inputs``:
+        the masks and positions every block shares (:class:`~hyena_hf.model_inputs.ModelInputs`)."""
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout1, self.norm1)
         weights = None
         if self.mixer_type == "attention":
-            hidden_states, weights = self.mixer(hidden_states, attn_mask, position_ids, layer_cache, output_attentions)
+            hidden_states, weights = self.mixer(
+                hidden_states, inputs.attention, inputs.positions, layer_cache, output_attentions
+            )
         else:
-            hidden_states = self.mixer(hidden_states, padding_mask, layer_cache)
+            hidden_states = self.mixer(hidden_states, inputs.padding, layer_cache)
         hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout2, self.norm2)
         return self.mlp(hidden_states), residual, weights
 
@@ -484,11 +455,7 @@ class HyenaModel(HyenaPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         if use_cache is None:
             use_cache = config.use_cache and not self.training and not tracing()
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            check_input_ids(input_ids, config.vocab_size)
-            inputs_embeds = self.embeddings(input_ids)
+        inputs_embeds = embed_inputs(self.embeddings, input_ids, inputs_embeds, config.vocab_size)
         if use_cache and past_key_values is None:
             past_key_values = HyenaCache(config)
         inputs = prepare_model_inputs(
@@ -506,15 +473,7 @@ class HyenaModel(HyenaPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states if residual is None else residual,)
             layer_cache = past_key_values.layers[i] if past_key_values is not None else None
-            hidden_states, residual, weights = block(
-                hidden_states,
-                residual,
-                inputs.padding,
-                inputs.attention,
-                inputs.positions,
-                layer_cache,
-                output_attentions,
-            )
+            hidden_states, residual, weights = block(hidden_states, residual, inputs, layer_cache, output_attentions)
             if output_attentions and weights is not None:  # attention layers only (as in transformers' hybrids)
                 all_attentions += (weights,)
         residual = ops_cpu.residual_add(self.drop_f(hidden_states), residual)
