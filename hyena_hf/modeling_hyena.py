@@ -34,8 +34,8 @@ from .initialization import init_h3, init_implicit_filter, init_modal_filter, in
 from .losses import causal_lm_loss
 from .model_inputs import ModelInputs, check_prompt, embed_inputs, last_real_positions, prepare_model_inputs, tracing
 from .ops import compute_dtype, long_conv
-from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay
-from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, linear_in_dtype, no_autocast
+from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay, sine_of_linear
+from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, no_autocast
 from .pretrained_io import HyenaCheckpointMixin
 
 
@@ -94,20 +94,20 @@ class HyenaImplicitFilter(KeepsFloat32):
         freq = self.sin_freq.to(dtype)
         h = self.z[:, :seqlen].to(dtype)
         for linear in self.mlp:
-            h = torch.sin(freq * linear_in_dtype(linear, h, dtype))
+            h = sine_of_linear(linear, h, freq, dtype)  # sin(freq * linear(h))
         return h
 
-    def filters_for(self, features: torch.Tensor, rows: slice) -> torch.Tensor:
-        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features`: the output projection, then
-        the decay modulation."""
-        return self._modulate(project_filter_rows(self.out, features, rows), rows)
+    def filters_for(self, features: torch.Tensor, rows: slice, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Filters of the channels ``rows`` only, (rows, seqlen), from :meth:`features` (into ``out`` when given):
+        the output projection, then the decay modulation."""
+        return self._modulate(project_filter_rows(self.out, features, rows, out), rows)
 
     def _modulate(self, h: torch.Tensor, rows: slice) -> torch.Tensor:
         if not self.config.modulate:
             return h
         t = self.t[0, : h.shape[-1], 0].to(h.dtype)
-        decay = torch.outer(self.deltas[0, 0, rows].to(h.dtype).abs(), t)
-        return scale_by_decay(h, decay, self.config.modulation_shift)  # h * (exp(-decay) + shift)
+        rate = self.deltas[0, 0, rows].to(h.dtype).abs()
+        return scale_by_decay(h, rate, t, self.config.modulation_shift)  # h * (exp(-rate t) + shift)
 
 
 # --- Modal filter: h[t] = Re sum_n R_n p_n^t (the Laughing Hyena / StripedHyena form, see hyena_hf.distillation) ------
@@ -144,10 +144,11 @@ class ModalFilter(KeepsFloat32):
         """What :meth:`filters_for` needs: the length (the modes are per channel)."""
         return seqlen
 
-    def filters_for(self, seqlen: int, rows: slice) -> torch.Tensor:
-        """Filters of the channels ``rows`` only, (rows, seqlen)."""
+    def filters_for(self, seqlen: int, rows: slice, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Filters of the channels ``rows`` only, (rows, seqlen) (into ``out`` when given)."""
         poles, residues = self.complex_poles_residues()
-        return modal_impulse_response(poles[rows], residues[rows], seqlen)
+        h = modal_impulse_response(poles[rows], residues[rows], seqlen)
+        return h if out is None else out.copy_(h)
 
 
 # --- Hyena operator ---------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .ops import exporting, long_conv_torch, needs_autograd, resolve_impl
+from .precision import linear_in_dtype
 
 
 def is_plain_module(module: nn.Module, cls: type) -> bool:
@@ -64,21 +65,41 @@ def inference_only(*tensors: torch.Tensor) -> bool:
     return not needs_autograd(*tensors) and not torch.is_autocast_enabled(tensors[0].device.type) and not exporting()
 
 
-def project_filter_rows(linear: nn.Linear, features: torch.Tensor, rows: slice) -> torch.Tensor:
+def project_filter_rows(
+    linear: nn.Linear, features: torch.Tensor, rows: slice, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The implicit filter's output projection for the channels ``rows``: ``features (1, L, width)`` -> ``(rows, L)``,
-    channels first (the layout of the FFT). A plain module is read directly (one GEMM, only the rows asked for); a
-    hooked or wrapped one (offload, adapters) is called as a module, for all channels."""
+    channels first (the layout of the FFT), into ``out`` when given (inference). A plain module is read directly (one
+    GEMM, only the rows asked for); a hooked or wrapped one (offload, adapters) is called as a module, for all
+    channels."""
     if linear.weight.dtype == features.dtype and not is_plain_module(linear, nn.Linear):
-        return linear(features)[0].t()[rows]
-    return linear.weight[rows].to(features.dtype) @ features[0].t()
+        h = linear(features)[0].t()[rows]
+        return h if out is None else out.copy_(h)
+    return torch.matmul(linear.weight[rows].to(features.dtype), features[0].t(), out=out)
 
 
-def scale_by_decay(h: torch.Tensor, decay: torch.Tensor, shift: float) -> torch.Tensor:
-    """``h * (exp(-decay) + shift)`` for ``h, decay (C, L)``; in place in inference ((C, L) tensors are large at long
-    L)."""
-    if inference_only(h):
-        return h.mul_(decay.neg_().exp_().add_(shift))
-    return h * (torch.exp(-decay) + shift)
+def sine_of_linear(linear: nn.Linear, x: torch.Tensor, freq: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``sin(freq * linear(x))`` computed in ``dtype``, ``x (1, L, in)`` -> ``(1, L, out)``: a layer of the implicit
+    filter's MLP. In inference through a plain module the product and the sine run in place on the GEMM's output (a
+    fresh tensor each costs more in page faults than the arithmetic: 256 MB per layer at 1M tokens)."""
+    y = linear_in_dtype(linear, x, dtype)
+    if inference_only(y) and is_plain_module(linear, nn.Linear):
+        return y.mul_(freq).sin_()
+    return torch.sin(freq * y)
+
+
+DECAY_CHUNK_COLUMNS = 1 << 16
+
+
+def scale_by_decay(h: torch.Tensor, rate: torch.Tensor, t: torch.Tensor, shift: float) -> torch.Tensor:
+    """``h * (exp(-outer(rate, t)) + shift)`` for ``h (C, L)``, ``rate (C,)``, ``t (L,)``. In inference in place, a
+    chunk of columns at a time: the (C, L) decay is never materialised (64 MB per 16 channels at 1M tokens)."""
+    if not inference_only(h):
+        return h * (torch.exp(-torch.outer(rate, t)) + shift)
+    for start in range(0, h.shape[-1], DECAY_CHUNK_COLUMNS):
+        columns = slice(start, start + DECAY_CHUNK_COLUMNS)
+        h[:, columns].mul_(torch.outer(rate, t[columns]).neg_().exp_().add_(shift))
+    return h
 
 
 def residual_add(branch: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
@@ -207,6 +228,7 @@ def hyena_mixer_in_channel_blocks(
     )
     # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
     scratch = hidden_states.new_empty(2, bsz * min(block, d) * groups * seqlen)
+    filters = features.new_empty(min(block, d) * steps, seqlen) if torch.is_tensor(features) else None
     for c0 in range(0, d, block):
         c1 = min(d, c0 + block)
         rows = (c1 - c0) * groups
@@ -223,7 +245,9 @@ def hyena_mixer_in_channel_blocks(
             u, conv_w[:, c0:c1].reshape(rows, -1), None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc
         )
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
-        h = mixer.filter.filters_for(features, slice(c0 * steps, c1 * steps)).view(c1 - c0, steps, seqlen)
+        rows = slice(c0 * steps, c1 * steps)
+        h = mixer.filter.filters_for(features, rows, None if filters is None else filters[: (c1 - c0) * steps])
+        h = h.view(c1 - c0, steps, seqlen)
         v = xs[-1]
         for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
             pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask

@@ -91,6 +91,39 @@ def test_row_blocked_mlp_equals_the_module(dtype, bias, onednn, small_blocks):
     assert (fast.double() - expected).abs().max() <= tol * expected.abs().max()
 
 
+def test_filter_engines_equal_their_references(monkeypatch):
+    """The implicit filter's inference engines: sine layer in place, decay in column chunks, rows projected into a
+    given buffer; each equal to its out-of-place reference, with the inputs a caller holds left intact."""
+    monkeypatch.setattr(ops_cpu, "DECAY_CHUNK_COLUMNS", 7)
+    torch.manual_seed(0)
+    linear, x, freq = nn.Linear(5, 6), torch.randn(1, 30, 5), torch.rand(1, 6) * 10
+    expected = torch.sin(freq * linear(x))
+    with torch.no_grad():
+        assert torch.equal(ops_cpu.sine_of_linear(linear, x, freq, torch.float32), expected)
+        h, rate, t = torch.randn(4, 30), torch.rand(4), torch.linspace(0, 1, 30)
+        reference = h * (torch.exp(-torch.outer(rate, t)) + 0.3)
+        assert torch.allclose(ops_cpu.scale_by_decay(h.clone(), rate, t, 0.3), reference, rtol=1e-6, atol=0)
+        hooked = nn.Linear(5, 6)
+        captured = []
+        hooked.register_forward_hook(lambda module, args, output: captured.append(output.clone()) or None)
+        kept = []
+        hooked.register_forward_hook(lambda module, args, output: kept.append(output))
+        y = ops_cpu.sine_of_linear(hooked, x, freq, torch.float32)
+        assert torch.equal(kept[0], captured[0])  # a hooked module's output is not overwritten
+        assert torch.allclose(y, torch.sin(freq * captured[0]))
+    model = tiny_model()
+    implicit = model.backbone.layers[0].mixer.filter
+    with torch.no_grad():
+        features = implicit.features(20)
+        whole = implicit.filters_for(features, slice(None))
+        out = torch.full((6, 20), float("nan"))
+        assert implicit.filters_for(features, slice(2, 8), out).data_ptr() == out.data_ptr()
+        assert torch.allclose(out, whole[2:8], rtol=1e-6, atol=1e-7)
+    with torch.enable_grad():
+        recorded = implicit.filters_for(implicit.features(20), slice(None))
+    assert recorded.requires_grad and torch.allclose(recorded.detach(), whole, rtol=1e-6, atol=1e-7)
+
+
 def _count_blocked_calls(monkeypatch):
     calls = []
     original = ops_cpu.hyena_mixer_in_channel_blocks
