@@ -21,6 +21,7 @@ class ModelInputs(NamedTuple):
     positions: torch.Tensor
     padding: torch.Tensor | None
     attention: torch.Tensor | None
+    branches_unobserved: bool = False  # inference may add the residual into the blocks' outputs (no hooks see them)
 
 
 def prepare_model_inputs(
@@ -30,6 +31,7 @@ def prepare_model_inputs(
     position_ids: torch.Tensor | None,
     past_key_values: HyenaCache | None,
     output_attentions: bool,
+    branches_unobserved: bool = False,
 ) -> ModelInputs:
     """Check ``inputs_embeds (B, L, d)``, the cache, the total length and ``attention_mask (B, past + L)``, and derive
     what the blocks take (see :class:`ModelInputs`)."""
@@ -53,7 +55,7 @@ def prepare_model_inputs(
             attention_mask, seqlen, total, inputs_embeds.dtype, inputs_embeds.device, implementation
         )
     padding = padding_multiplier(new_mask, inputs_embeds.dtype)
-    return ModelInputs(inputs_embeds, total, position_ids, padding, attention)
+    return ModelInputs(inputs_embeds, total, position_ids, padding, attention, branches_unobserved)
 
 
 def tracing() -> bool:

@@ -370,8 +370,8 @@ class HyenaBlock(GradientCheckpointingLayer):
         self.dropout1 = nn.Dropout(config.embd_pdrop if layer_idx == 0 else config.resid_pdrop)
         self.dropout2 = nn.Dropout(config.resid_pdrop)
 
-    def _add_norm(self, hidden_states, residual, dropout, norm):
-        residual = ops_cpu.residual_add(dropout(hidden_states), residual)
+    def _add_norm(self, hidden_states, residual, dropout, norm, in_place: bool):
+        residual = ops_cpu.residual_add(dropout(hidden_states), residual, in_place)
         hidden_states = norm(residual.to(dtype=norm.weight.dtype))
         if self.config.residual_in_fp32:  # "at least fp32": a float64 model keeps a float64 residual
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
@@ -381,7 +381,9 @@ class HyenaBlock(GradientCheckpointingLayer):
         """``hidden_states`` and ``residual`` ``(B, L, d)`` (residual None for the first block) -> the block's output,
         the residual stream and the attention weights (None but for attention layers asked for them). ``inputs``:
         the masks and positions every block shares (:class:`~hyena_hf.model_inputs.ModelInputs`)."""
-        hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout1, self.norm1)
+        hidden_states, residual = self._add_norm(
+            hidden_states, residual, self.dropout1, self.norm1, inputs.branches_unobserved
+        )
         weights = None
         if self.mixer_type == "attention":
             hidden_states, weights = self.mixer(
@@ -389,7 +391,9 @@ class HyenaBlock(GradientCheckpointingLayer):
             )
         else:
             hidden_states = self.mixer(hidden_states, inputs.padding, layer_cache)
-        hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout2, self.norm2)
+        hidden_states, residual = self._add_norm(
+            hidden_states, residual, self.dropout2, self.norm2, inputs.branches_unobserved
+        )
         return self.mlp(hidden_states), residual, weights
 
 
@@ -459,8 +463,9 @@ class HyenaModel(HyenaPreTrainedModel):
         inputs_embeds = embed_inputs(self.embeddings, input_ids, inputs_embeds, config.vocab_size)
         if use_cache and past_key_values is None:
             past_key_values = HyenaCache(config)
+        unobserved = ops_cpu.branch_outputs_unobserved(self)  # no hook keeps a block's output: add residuals into it
         inputs = prepare_model_inputs(
-            config, inputs_embeds, attention_mask, position_ids, past_key_values, output_attentions
+            config, inputs_embeds, attention_mask, position_ids, past_key_values, output_attentions, unobserved
         )
         if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:  # nothing to mix: empty outputs, same cache
             hidden_states = self.norm_f(inputs_embeds.to(self.norm_f.weight.dtype))
@@ -477,7 +482,7 @@ class HyenaModel(HyenaPreTrainedModel):
             hidden_states, residual, weights = block(hidden_states, residual, inputs, layer_cache, output_attentions)
             if output_attentions and weights is not None:  # attention layers only (as in transformers' hybrids)
                 all_attentions += (weights,)
-        residual = ops_cpu.residual_add(self.drop_f(hidden_states), residual)
+        residual = ops_cpu.residual_add(self.drop_f(hidden_states), residual, inputs.branches_unobserved)
         hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
         if past_key_values is not None:
             past_key_values.seen_tokens = inputs.total

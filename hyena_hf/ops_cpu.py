@@ -102,14 +102,24 @@ def scale_by_decay(h: torch.Tensor, rate: torch.Tensor, t: torch.Tensor, shift: 
     return h
 
 
-def residual_add(branch: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-    """``branch + residual`` (``branch`` alone for the first block), both ``(B, L, d)``. In inference the sum is
-    written into ``branch``: it is a mixer's or MLP's fresh output, used once, and a new (B, L, d) tensor per add
-    (1 GiB at 1M tokens and width 256) raises the peak memory and the page faults. Not where ``branch`` is the
-    model's input (first block, residual None), or where the sum needs a wider dtype (float32 residual)."""
+def branch_outputs_unobserved(model: nn.Module) -> bool:
+    """Whether no one else sees the blocks' branch outputs: no forward hook on any submodule of ``model`` or
+    registered globally (an activation-capturing hook keeps the tensor it was given), no accelerate hook."""
+    if torch.nn.modules.module._global_forward_hooks:
+        return False
+    return all(not module._forward_hooks and not hasattr(module, "_hf_hook") for module in model.modules())
+
+
+def residual_add(branch: torch.Tensor, residual: torch.Tensor | None, in_place: bool) -> torch.Tensor:
+    """``branch + residual`` (``branch`` alone for the first block), both ``(B, L, d)``. In inference with
+    ``in_place`` (see :func:`branch_outputs_unobserved`) the sum is written into ``branch``: a mixer's or MLP's fresh
+    output, used once, and a new (B, L, d) tensor per add (1 GiB at 1M tokens and width 256) raises the peak memory
+    and the page faults. Not where ``branch`` is the model's input (first block, residual None), or where the sum
+    needs a wider dtype (float32 residual)."""
     if residual is None:
         return branch
-    if inference_only(branch, residual) and branch.dtype == torch.promote_types(branch.dtype, residual.dtype):
+    wide_enough = branch.dtype == torch.promote_types(branch.dtype, residual.dtype)
+    if in_place and wide_enough and inference_only(branch, residual):
         return branch.add_(residual)
     return branch + residual
 

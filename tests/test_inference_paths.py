@@ -287,3 +287,28 @@ def test_inference_residual_adds_leave_inputs_and_returned_states_intact(variant
     assert torch.equal(fast.hidden_states[0], before)
     for got, want in zip(fast.hidden_states + (fast.logits,), recorded.hidden_states + (recorded.logits,)):
         assert torch.allclose(got, want.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_hooks_keep_the_outputs_they_saw(variant):
+    """With a forward hook anywhere (activation capture), inference never writes into an output a hook was given:
+    every kept output still holds what it held when the hook ran, and the logits equal the hook-free run's."""
+    model = tiny_model(**VARIANTS[variant])
+    ids = torch.randint(1, 50, (2, 23), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(ids, use_cache=False).logits
+    kept = []
+
+    def keep(module, args, output):
+        for tensor in output if isinstance(output, tuple) else (output,):
+            if torch.is_tensor(tensor):
+                kept.append((tensor, tensor.clone()))
+
+    for name in ("mixer", "mlp"):
+        getattr(model.backbone.layers[0], name).register_forward_hook(keep)
+    model.backbone.layers[-1].register_forward_hook(keep)
+    with torch.no_grad():
+        logits = model(ids, use_cache=False).logits
+    assert len(kept) >= 4
+    assert all(torch.equal(tensor, snapshot) for tensor, snapshot in kept)
+    assert torch.allclose(logits, expected, rtol=1e-6, atol=1e-6)
