@@ -73,8 +73,8 @@ def project_filter_rows(
     GEMM, only the rows asked for); a hooked or wrapped one (offload, adapters) is called as a module, for all
     channels."""
     if linear.weight.dtype == features.dtype and not is_plain_module(linear, nn.Linear):
-        h = linear(features)[0].t()[rows]
-        return h if out is None else out.copy_(h)
+        h = linear(features)[0].t()[rows]  # a copy: the modulation runs in place, and a hook may keep the output
+        return h.clone() if out is None else out.copy_(h)
     return torch.matmul(linear.weight[rows].to(features.dtype), features[0].t(), out=out)
 
 

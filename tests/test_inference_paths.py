@@ -306,6 +306,9 @@ def test_hooks_keep_the_outputs_they_saw(variant):
 
     for name in ("mixer", "mlp"):
         getattr(model.backbone.layers[0], name).register_forward_hook(keep)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.register_forward_hook(keep)
     model.backbone.layers[-1].register_forward_hook(keep)
     with torch.no_grad():
         logits = model(ids, use_cache=False).logits
