@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .cache_hyena import HyenaCache
 from .configuration_hyena import HyenaConfig
+from .ops_cpu import branch_outputs_unobserved
 
 
 class ModelInputs(NamedTuple):
@@ -25,16 +27,16 @@ class ModelInputs(NamedTuple):
 
 
 def prepare_model_inputs(
-    config: HyenaConfig,
+    model: torch.nn.Module,
     inputs_embeds: torch.Tensor,
     attention_mask: torch.Tensor | None,
     position_ids: torch.Tensor | None,
     past_key_values: HyenaCache | None,
     output_attentions: bool,
-    branches_unobserved: bool = False,
 ) -> ModelInputs:
     """Check ``inputs_embeds (B, L, d)``, the cache, the total length and ``attention_mask (B, past + L)``, and derive
-    what the blocks take (see :class:`ModelInputs`)."""
+    what the blocks of ``model`` (a HyenaModel) take (see :class:`ModelInputs`)."""
+    config = model.config
     check_inputs_embeds(inputs_embeds, config.hidden_size)
     bsz, seqlen = inputs_embeds.shape[:2]
     if past_key_values is not None and not isinstance(past_key_values, HyenaCache):
@@ -55,7 +57,8 @@ def prepare_model_inputs(
             attention_mask, seqlen, total, inputs_embeds.dtype, inputs_embeds.device, implementation
         )
     padding = padding_multiplier(new_mask, inputs_embeds.dtype)
-    return ModelInputs(inputs_embeds, total, position_ids, padding, attention, branches_unobserved)
+    unobserved = branch_outputs_unobserved(model)
+    return ModelInputs(inputs_embeds, total, position_ids, padding, attention, unobserved)
 
 
 def tracing() -> bool:
@@ -203,3 +206,13 @@ def last_real_positions(
         raise ValueError("Cannot pool a batch of more than one sequence without attention_mask or pad_token_id")
     positions = torch.arange(seqlen, device=device)
     return torch.where(real, positions, -1).max(-1).values.clamp(min=0)
+
+
+def empty_output(
+    model, inputs_embeds: torch.Tensor, cache, hidden_states: bool, attentions: bool
+) -> BaseModelOutputWithPast:
+    """What ``model`` (a HyenaModel) returns for an empty batch or length (``inputs_embeds (B, L, d)`` with B or L
+    zero): nothing to mix, the final norm of the empty embeddings, the cache unchanged."""
+    normed = model.norm_f(inputs_embeds.to(model.norm_f.weight.dtype))
+    all_hidden_states = (normed,) * (len(model.layers) + 1) if hidden_states else None
+    return BaseModelOutputWithPast(normed, cache, all_hidden_states, () if attentions else None)

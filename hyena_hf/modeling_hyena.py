@@ -24,15 +24,16 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import can_return_tuple
 
-from . import ops_cpu  # the CPU inference engines (module attributes: tests wrap them)
+from . import model_inputs, ops_cpu  # the input checks and CPU engines (module attributes: tests wrap them)
 from .attention_functions import apply_rotary, attention_function, rotary_inv_freq
 from .cache_hyena import H3State, HyenaCache, HyenaConvState
 from .configuration_hyena import HyenaConfig
+from .cpu_backbone import backbone_forward, backbone_serves
 from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters
 from .diagonal_recurrence import bilinear_discretisation, modal_impulse_response, shift_ssm_kernel
 from .initialization import init_h3, init_implicit_filter, init_modal_filter, init_rotary, init_standard_module
 from .losses import causal_lm_loss
-from .model_inputs import ModelInputs, check_prompt, embed_inputs, last_real_positions, prepare_model_inputs, tracing
+from .model_inputs import ModelInputs
 from .ops import compute_dtype, long_conv
 from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay, sine_of_linear
 from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, no_autocast
@@ -370,8 +371,8 @@ class HyenaBlock(GradientCheckpointingLayer):
         self.dropout1 = nn.Dropout(config.embd_pdrop if layer_idx == 0 else config.resid_pdrop)
         self.dropout2 = nn.Dropout(config.resid_pdrop)
 
-    def _add_norm(self, hidden_states, residual, dropout, norm, in_place: bool):
-        residual = ops_cpu.residual_add(dropout(hidden_states), residual, in_place)
+    def _add_norm(self, hidden_states, residual, dropout, norm, inputs):
+        residual = ops_cpu.residual_add(dropout(hidden_states), residual, inputs.branches_unobserved)
         hidden_states = norm(residual.to(dtype=norm.weight.dtype))
         if self.config.residual_in_fp32:  # "at least fp32": a float64 model keeps a float64 residual
             residual = residual.to(torch.promote_types(residual.dtype, torch.float32))
@@ -381,9 +382,7 @@ class HyenaBlock(GradientCheckpointingLayer):
         """``hidden_states`` and ``residual`` ``(B, L, d)`` (residual None for the first block) -> the block's output,
         the residual stream and the attention weights (None but for attention layers asked for them). ``inputs``:
         the masks and positions every block shares (:class:`~hyena_hf.model_inputs.ModelInputs`)."""
-        hidden_states, residual = self._add_norm(
-            hidden_states, residual, self.dropout1, self.norm1, inputs.branches_unobserved
-        )
+        hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout1, self.norm1, inputs)
         weights = None
         if self.mixer_type == "attention":
             hidden_states, weights = self.mixer(
@@ -391,9 +390,7 @@ class HyenaBlock(GradientCheckpointingLayer):
             )
         else:
             hidden_states = self.mixer(hidden_states, inputs.padding, layer_cache)
-        hidden_states, residual = self._add_norm(
-            hidden_states, residual, self.dropout2, self.norm2, inputs.branches_unobserved
-        )
+        hidden_states, residual = self._add_norm(hidden_states, residual, self.dropout2, self.norm2, inputs)
         return self.mlp(hidden_states), residual, weights
 
 
@@ -459,19 +456,19 @@ class HyenaModel(HyenaPreTrainedModel):
         output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         if use_cache is None:
-            use_cache = config.use_cache and not self.training and not tracing()
-        inputs_embeds = embed_inputs(self.embeddings, input_ids, inputs_embeds, config.vocab_size)
+            use_cache = config.use_cache and not self.training and not model_inputs.tracing()
+        inputs_embeds = model_inputs.embed_inputs(self.embeddings, input_ids, inputs_embeds, config.vocab_size)
         if use_cache and past_key_values is None:
             past_key_values = HyenaCache(config)
-        unobserved = ops_cpu.branch_outputs_unobserved(self)  # no hook keeps a block's output: add residuals into it
-        inputs = prepare_model_inputs(
-            config, inputs_embeds, attention_mask, position_ids, past_key_values, output_attentions, unobserved
+        inputs = model_inputs.prepare_model_inputs(
+            self, inputs_embeds, attention_mask, position_ids, past_key_values, output_attentions
         )
-        if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:  # nothing to mix: empty outputs, same cache
-            hidden_states = self.norm_f(inputs_embeds.to(self.norm_f.weight.dtype))
-            all_hidden_states = (hidden_states,) * (len(self.layers) + 1) if output_hidden_states else None
-            attentions = () if output_attentions else None
-            return BaseModelOutputWithPast(hidden_states, past_key_values, all_hidden_states, attentions)
+        if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
+            return model_inputs.empty_output(
+                self, inputs_embeds, past_key_values, output_hidden_states, output_attentions
+            )
+        if backbone_serves(self, inputs, past_key_values, output_hidden_states or output_attentions):
+            return BaseModelOutputWithPast(backbone_forward(self, inputs))  # CPU inference in reused buffers
         hidden_states, residual = inputs.embeds, None
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -508,7 +505,7 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):
         """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and
         forwards every other keyword), after refusing an empty prompt."""
-        check_prompt(input_ids, inputs_embeds, past_key_values)
+        model_inputs.check_prompt(input_ids, inputs_embeds, past_key_values)
         return super().prepare_inputs_for_generation(
             input_ids, past_key_values=past_key_values, inputs_embeds=inputs_embeds, **kwargs
         )
@@ -586,7 +583,9 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         )
         logits = self.score(outputs.last_hidden_state)
         bsz = logits.shape[0]
-        last = last_real_positions(attention_mask, input_ids, self.config.pad_token_id, logits.shape[:2], logits.device)
+        last = model_inputs.last_real_positions(
+            attention_mask, input_ids, self.config.pad_token_id, logits.shape[:2], logits.device
+        )
         pooled_logits = logits[torch.arange(bsz, device=logits.device), last]
         loss = None
         if labels is not None:

@@ -12,6 +12,8 @@ Modules with hooks or wrappers (PEFT adapters, accelerate offload, quantisation)
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -213,12 +215,29 @@ def channel_blocks_apply(mixer, hidden_states: torch.Tensor) -> bool:
     )
 
 
+def reused_buffer(workspace: dict | None, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A tensor of ``shape`` with ``like``'s dtype and device: ``workspace[name]`` (or a prefix of it) when it is
+    large enough, else a fresh one, kept there for the next call. ``workspace`` None: always fresh."""
+    numel = math.prod(shape)
+    buffer = None if workspace is None else workspace.get(name)
+    if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+        buffer = like.new_empty(numel)
+        if workspace is not None:
+            workspace[name] = buffer
+    return buffer[:numel].view(shape)
+
+
 def hyena_mixer_in_channel_blocks(
-    mixer, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None
+    mixer,
+    hidden_states: torch.Tensor,
+    padding_mask: torch.Tensor | None,
+    out: torch.Tensor | None = None,
+    workspace: dict | None = None,
 ) -> torch.Tensor:
-    """A Hyena mixer from ``hidden_states (B, L, d)`` to the gated output ``(B, d, L)`` before out_proj. Everything
-    between in_proj and out_proj acts on each channel separately, so inference runs it a block of channels at a time:
-    the projection rows, short filter, filters and gated long convolutions of a block. Only the output is full size.
+    """A Hyena mixer from ``hidden_states (B, L, d)`` to the gated output ``(B, d, L)`` before out_proj (into ``out``
+    when given). Everything between in_proj and out_proj acts on each channel separately, so inference runs it a
+    block of channels at a time: the projection rows, short filter, filters and gated long convolutions of a block.
+    Only the output is full size; the per-block buffers come from ``workspace`` (see :func:`reused_buffer`).
     ``padding_mask``: ``(B, 1, L)`` multiplier or None."""
     d, order = mixer.config.hidden_size, mixer.config.hyena_order
     steps, groups = order - 1, order + 1  # long convolutions; projections x_0 .. x_{order-1}, v
@@ -229,7 +248,7 @@ def hyena_mixer_in_channel_blocks(
     conv_b = None if mixer.short_filter.bias is None else mixer.short_filter.bias.view(groups, d)
     skip = mixer.filter.D.view(d, steps) if mixer.config.filter_use_bias else None
     features = mixer.filter.features(seqlen)
-    out = hidden_states.new_empty(bsz, d, seqlen)
+    out = hidden_states.new_empty(bsz, d, seqlen) if out is None else out
     # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
     # is one channel and the hidden state is re-read d times. At least d / MAX_PROJECTION_PASSES channels.
     block = max(
@@ -237,8 +256,10 @@ def hyena_mixer_in_channel_blocks(
         -(-d // MAX_PROJECTION_PASSES),
     )
     # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
-    scratch = hidden_states.new_empty(2, bsz * min(block, d) * groups * seqlen)
-    filters = features.new_empty(min(block, d) * steps, seqlen) if torch.is_tensor(features) else None
+    scratch = reused_buffer(workspace, "mixer_scratch", (2, bsz * min(block, d) * groups * seqlen), hidden_states)
+    filters = None
+    if torch.is_tensor(features):
+        filters = reused_buffer(workspace, "filters", (min(block, d) * steps, seqlen), features)
     for c0 in range(0, d, block):
         c1 = min(d, c0 + block)
         rows = (c1 - c0) * groups
@@ -300,11 +321,12 @@ def linear_tanh_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.gelu_(linear(x), approximate="tanh")
 
 
-def mlp_in_row_blocks(mlp, x: torch.Tensor) -> torch.Tensor:
-    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)``, a block of rows at a time: the (rows, 4d) intermediate is reused and
-    the GELU is fused into fc1 or runs in place. Its twin is the MLP's module path."""
+def mlp_in_row_blocks(mlp, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)`` (into ``out`` when given, contiguous), a block of rows at a time: the
+    (rows, 4d) intermediate is reused and the GELU is fused into fc1 or runs in place. Its twin is the MLP's module
+    path."""
     rows = x.reshape(-1, x.shape[-1])
-    out = rows.new_empty(rows.shape[0], mlp.fc2.out_features)
+    out = rows.new_empty(rows.shape[0], mlp.fc2.out_features) if out is None else out.view(rows.shape[0], -1)
     for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
         block = slice(start, start + INFERENCE_CHUNK_ROWS)
         h = linear_tanh_gelu(mlp.fc1, rows[block])

@@ -29,6 +29,7 @@ MODEL_MODULES = (
     "model_inputs.py",
     "ops.py",
     "ops_cpu.py",
+    "cpu_backbone.py",
     "precision.py",
     "pretrained_io.py",
     "remote_code.py",

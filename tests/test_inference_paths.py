@@ -315,3 +315,70 @@ def test_hooks_keep_the_outputs_they_saw(variant):
     assert len(kept) >= 4
     assert all(torch.equal(tensor, snapshot) for tensor, snapshot in kept)
     assert torch.allclose(logits, expected, rtol=1e-6, atol=1e-6)
+
+
+def _count_backbone_engine_calls(monkeypatch):
+    import hyena_hf.cpu_backbone as cpu_backbone
+    import hyena_hf.modeling_hyena as modeling
+
+    calls = []
+    original = modeling.backbone_forward
+    monkeypatch.setattr(modeling, "backbone_forward", lambda *args: calls.append(1) or original(*args))
+    return cpu_backbone, calls
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_backbone_engine_equals_the_module_path(variant, small_blocks, monkeypatch):
+    """The whole-backbone CPU engine (blocks in reused buffers) against its twin, the blocks called one by one, in
+    float32 and float64, with and without left padding; the caller's embeddings stay intact."""
+    cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
+    monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+    model = tiny_model(**VARIANTS[variant])
+    ids = torch.randint(1, 50, (2, 37), generator=torch.Generator().manual_seed(8))
+    mask = torch.ones_like(ids)
+    mask[1, :9] = 0
+    for dtype in (torch.float32, torch.float64):
+        model = model.to(dtype)
+        embeds = model.get_input_embeddings()(ids)
+        before = embeds.clone()
+        for attention_mask in (None, mask):
+            with torch.no_grad():
+                engine = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
+                count = len(calls)
+                monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 1 << 60)
+                blocks = model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits
+                monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+            assert len(calls) == count  # the second run took the module path
+            tol = 1e-6 if dtype == torch.float32 else 1e-12
+            assert (engine - blocks).abs().max() <= tol * blocks.abs().max()
+        assert torch.equal(embeds, before)
+    assert len(calls) == 4
+
+
+def test_backbone_engine_only_where_it_serves(monkeypatch):
+    """Per-layer outputs, a decoding cache, hooks, training mode, half precision, autograd and small tensors take
+    the module path."""
+    cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
+    model = tiny_model()
+    ids = torch.randint(1, 50, (1, 16))
+    with torch.no_grad():
+        model(ids, use_cache=False)  # below MIN_TENSOR_BYTES
+        assert calls == []
+        monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+        model(ids, use_cache=False)
+        assert calls == [1]
+        model(ids, use_cache=False, output_hidden_states=True)
+        model(ids, use_cache=True)
+        handle = model.backbone.layers[0].mlp.register_forward_pre_hook(lambda *args: None)
+        model(ids, use_cache=False)
+        handle.remove()
+        model.backbone.layers[1].train()
+        model(ids, use_cache=False)
+        model.eval()
+        model.to(torch.bfloat16)(ids, use_cache=False)
+        model.float()
+    model(ids, use_cache=False)  # autograd
+    assert calls == [1]
+    with torch.no_grad():
+        model(ids, use_cache=False)
+    assert calls == [1, 1]
