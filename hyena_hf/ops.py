@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from pathlib import Path
 
@@ -114,10 +115,29 @@ def _block_of(gate: torch.Tensor | None, block: slice) -> torch.Tensor | None:
     return None if gate is None else gate if gate.shape[1] == 1 else gate[:, block]
 
 
-def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype) -> torch.Tensor:
+def zero_padded(
+    workspace: dict | None, name: str, rows: tuple, n: int, width: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """An FFT buffer ``(*rows, n)`` whose columns from ``width`` on are zero; the caller writes the first ``width``.
+    Kept in ``workspace[name]`` and reused while n, dtype and device match and it has the rows: its zero columns
+    stay zero, so a reuse writes only the data (a fresh buffer per channel block is page-faulted in again at long
+    lengths, and its padding filled again)."""
+    count = math.prod(rows)
+    buffer, zero_from = (None, n) if workspace is None else workspace.get(name, (None, n))
+    fits = buffer is not None and buffer.shape[0] >= count and buffer.shape[1] == n
+    if not (fits and buffer.dtype == dtype and buffer.device == device):
+        buffer = torch.empty(count, n, dtype=dtype, device=device)
+        zero_from = n
+    if zero_from > width:
+        buffer[:, width:zero_from].zero_()
+    if workspace is not None:
+        workspace[name] = (buffer, width)
+    return buffer[:count].view(*rows, n)
+
+
+def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype, workspace: dict | None = None) -> torch.Tensor:
     """(pre * v) written straight into a zero-padded FFT buffer (B, c, n), multiplied in the compute dtype."""
-    padded = torch.empty((*v.shape[:-1], n), dtype=dtype, device=v.device)
-    padded[..., seqlen:].zero_()
+    padded = zero_padded(workspace, "fft_input", v.shape[:-1], n, seqlen, dtype, v.device)
     u = padded[..., :seqlen]
     if pre is not None and v.dtype == dtype and pre.dtype == dtype:
         torch.mul(v, pre, out=u)
@@ -128,19 +148,24 @@ def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype) -> torch.Tens
     return padded
 
 
-def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None):
-    """The forward of :func:`long_conv` without autograd, a block of channels at a time: the gated input goes straight
-    into the zero-padded FFT buffer (no separate pad / copy), spectral product and skip in place, post-gate writes the
-    result (into ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
+def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None, workspace: dict | None = None):
+    """The forward of :func:`long_conv` without autograd, a block of channels at a time: the gated input and the
+    filter go straight into zero-padded FFT buffers reused from block to block (and from call to call through
+    ``workspace``, see :func:`zero_padded`), spectral product and skip in place, post-gate writes the result (into
+    ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
     n = _fast_fft_size(2 * seqlen)
+    taps = min(h.shape[-1], seqlen)
+    workspace = {} if workspace is None else workspace
     y = torch.empty(v.shape, dtype=dtype, device=v.device) if out is None else out
     for block in _channel_blocks(bsz, channels, n, dtype):
         pre, post = _block_of(pre_gate, block), _block_of(post_gate, block)
-        padded = _padded_input(v[:, block], pre, seqlen, n, dtype)
+        padded = _padded_input(v[:, block], pre, seqlen, n, dtype, workspace)
         spectrum = torch.fft.rfft(padded)
-        spectrum.mul_(torch.fft.rfft(h[block, :seqlen].to(dtype), n=n))
+        padded_h = zero_padded(workspace, "fft_filter", (padded.shape[1],), n, taps, dtype, v.device)
+        padded_h[:, :taps].copy_(h[block, :taps])
+        spectrum.mul_(torch.fft.rfft(padded_h))
         conv = torch.fft.irfft(spectrum, n=n)[..., :seqlen]
         if D is not None:
             conv.addcmul_(padded[..., :seqlen], D[block].to(dtype).unsqueeze(-1))
@@ -217,11 +242,14 @@ class _LongConvTorch(torch.autograd.Function):
         return _blocked_backward(dy, *ctx.saved_tensors, needs=ctx.needs_input_grad)
 
 
-def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tensor | None = None):
+def long_conv_torch(
+    v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tensor | None = None, workspace: dict | None = None
+):
     """The pure-PyTorch path (CPU, or GPU without Triton). Long inputs run a block of channels at a time, in fewer
     memory passes than :func:`long_conv_reference` (see :func:`_blocked_forward`), with an explicit backward under
     autograd; short inputs (where the direct convolution may win) take the reference. ``out`` (without autograd
-    only): a tensor of v's shape and dtype to write the result into."""
+    only): a tensor of v's shape and dtype to write the result into; ``workspace``: a dict keeping the FFT buffers
+    for the next call (a caller's loop over channel blocks)."""
     if out is not None and (
         out.shape != v.shape or out.dtype != v.dtype or needs_autograd(v, h, D, pre_gate, post_gate)
     ):
@@ -235,7 +263,7 @@ def long_conv_torch(v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tens
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
     if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
         return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))
-    return _blocked_forward(v, h, D, pre_gate, post_gate, out)
+    return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace)
 
 
 def _triton_long_conv():

@@ -256,6 +256,7 @@ def hyena_mixer_in_channel_blocks(
         -(-d // MAX_PROJECTION_PASSES),
     )
     # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
+    workspace = {} if workspace is None else workspace  # also the FFT buffers, from block to block
     scratch = reused_buffer(workspace, "mixer_scratch", (2, bsz * min(block, d) * groups * seqlen), hidden_states)
     filters = None
     if torch.is_tensor(features):
@@ -290,6 +291,7 @@ def hyena_mixer_in_channel_blocks(
                 pre_gate,
                 xs[0] if last else None,
                 out=out[:, c0:c1] if last else None,
+                workspace=workspace,
             )
     return out
 

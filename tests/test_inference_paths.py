@@ -42,6 +42,21 @@ def test_blocked_long_conv_matches_naive_and_autograd_path(L, gated, small_block
     assert (half.double() - ref).abs().max() <= 2e-2 * ref.abs().max()
 
 
+def test_fft_buffers_reused_across_calls_stay_correct(small_blocks):
+    """One workspace through calls whose filter length, input length, channel and batch counts change: every result
+    equals the naive convolution (a stale column in a reused zero-padded buffer would leak into it)."""
+    workspace = {}
+    g = torch.Generator().manual_seed(11)
+    for B, C, L, taps in [(2, 5, 100, 100), (2, 5, 100, 40), (1, 3, 100, 100), (3, 7, 100, 7), (2, 5, 60, 60)]:
+        v, h, D = torch.randn(B, C, L, generator=g), torch.randn(C, taps, generator=g), torch.randn(C, generator=g)
+        pre, post = torch.randn(B, C, L, generator=g), torch.randn(B, C, L, generator=g)
+        with torch.no_grad():
+            got = ops.long_conv_torch(v, h, D, pre, post, workspace=workspace)
+        ref = naive(v, h, D, pre, post)
+        assert (got.double() - ref).abs().max() <= 1e-5 * ref.abs().max(), (B, C, L, taps)
+    assert {"fft_input", "fft_filter"} <= workspace.keys()
+
+
 @pytest.mark.parametrize("taps", [1, 2, 3, 5])
 @pytest.mark.parametrize("L", [1, 2, 4, 40])
 def test_shifted_short_filter_equals_the_convolution(taps, L):
