@@ -5,7 +5,12 @@ faster, and each has that module path as its reference twin (``tests/test_infere
 
 * the short causal filter as k shifted multiply-adds, with an explicit backward under autograd;
 * projections written straight into the convolutions' channels-first layout by one GEMM;
-* inference of the Hyena mixer a block of channels at a time, and of the MLP a block of rows at a time.
+* inference of the Hyena mixer a block of channels at a time, and of the MLP a block of rows at a time with the
+  tanh-GELU fused into fc1's GEMM by oneDNN;
+* the implicit filter's sine layers and decay modulation in place, residual sums written into branch outputs no
+  hook has seen.
+
+The whole-backbone engine that chains them in reused buffers is :mod:`hyena_hf.cpu_backbone`.
 
 Modules with hooks or wrappers (PEFT adapters, accelerate offload, quantisation) are always called as modules.
 """
