@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -34,9 +35,14 @@ def unfused_gemm_seconds(shapes: list, dtype: torch.dtype, repeats: int = 5) -> 
     return median_seconds(gemm, repeats)
 
 
-def gemm_share(fn, dtype: torch.dtype = torch.float32) -> float:
+def gemm_share(fn, repeats: int = 1, dtype: torch.dtype = torch.float32) -> float:
     """Fraction of the profiled operator time that is the GEMM floor: the self time of the GEMM ops, plus for each
-    fused linear + activation the time of its GEMM alone, over all ops' self time."""
+    fused linear + activation the time of its GEMM alone, over all ops' self time; the median over ``repeats``
+    profiled calls (one call's share moves by several points on a shared VM)."""
+    return statistics.median(_gemm_share_once(fn, dtype) for _ in range(repeats))
+
+
+def _gemm_share_once(fn, dtype: torch.dtype) -> float:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
     events = prof.key_averages(group_by_input_shape=True)
@@ -57,7 +63,7 @@ def measure(model, length: int, vocab: int, repeats: int) -> dict:
             model(ids, logits_to_keep=1, use_cache=False)
 
     seconds = median_seconds(forward, repeats)
-    share = gemm_share(forward)
+    share = gemm_share(forward, repeats)
     return {
         "seconds": seconds,
         "gemm_share": share,

@@ -111,4 +111,4 @@ def backbone_forward(model, inputs: ModelInputs) -> torch.Tensor:
         residual.add_(branch)
         _layer_norm_into(block.norm2, residual, normed)
         residual.add_(mlp_in_row_blocks(block.mlp, normed, out=reused_buffer(buffers, "branch", normed.shape, normed)))
-    return model.norm_f(residual)
+    return _layer_norm_into(model.norm_f, residual, normed)  # the last normalised input is no longer needed
