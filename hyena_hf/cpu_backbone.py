@@ -102,8 +102,9 @@ def _mixer_into(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict) -> t
 
 def backbone_forward(model, inputs: ModelInputs) -> torch.Tensor:
     """The final hidden states ``(B, L, d)`` of ``model`` (a HyenaModel) for ``inputs``, by the blocks in reused
-    buffers (see the module docstring); the caller's embeddings are left intact."""
-    residual = inputs.embeds.clone()
+    buffers (see the module docstring); a caller's embeddings are left intact (the model's own are the first
+    residual)."""
+    residual = inputs.embeds if inputs.embeds_owned else inputs.embeds.clone()
     normed = torch.empty_like(residual)
     buffers: dict = {}
     for block in model.layers:

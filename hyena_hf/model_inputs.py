@@ -24,6 +24,7 @@ class ModelInputs(NamedTuple):
     padding: torch.Tensor | None
     attention: torch.Tensor | None
     branches_unobserved: bool = False  # inference may add the residual into the blocks' outputs (no hooks see them)
+    embeds_owned: bool = False  # ``embeds`` is the model's own tensor (embedding lookup or masked copy), not a caller's
 
 
 def prepare_model_inputs(
@@ -33,9 +34,11 @@ def prepare_model_inputs(
     position_ids: torch.Tensor | None,
     past_key_values: HyenaCache | None,
     output_attentions: bool,
+    embeds_owned: bool = False,
 ) -> ModelInputs:
     """Check ``inputs_embeds (B, L, d)``, the cache, the total length and ``attention_mask (B, past + L)``, and derive
-    what the blocks of ``model`` (a HyenaModel) take (see :class:`ModelInputs`)."""
+    what the blocks of ``model`` (a HyenaModel) take (see :class:`ModelInputs`). ``embeds_owned``: the embeddings
+    come from the model's own lookup, not from the caller."""
     config = model.config
     check_inputs_embeds(inputs_embeds, config.hidden_size)
     bsz, seqlen = inputs_embeds.shape[:2]
@@ -50,6 +53,7 @@ def prepare_model_inputs(
     new_mask = None if attention_mask is None else attention_mask[:, past:]
     if new_mask is not None:  # padded positions are selected away, not multiplied (NaN * 0 is NaN)
         inputs_embeds = inputs_embeds.masked_fill(~new_mask.bool()[..., None], 0.0)
+        embeds_owned = True
     attention = None
     if config.attn_layer_idx:
         implementation = "eager" if output_attentions else config._attn_implementation
@@ -58,7 +62,7 @@ def prepare_model_inputs(
         )
     padding = padding_multiplier(new_mask, inputs_embeds.dtype)
     unobserved = branch_outputs_unobserved(model)
-    return ModelInputs(inputs_embeds, total, position_ids, padding, attention, unobserved)
+    return ModelInputs(inputs_embeds, total, position_ids, padding, attention, unobserved, embeds_owned)
 
 
 def tracing() -> bool:

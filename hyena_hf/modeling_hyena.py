@@ -461,7 +461,7 @@ class HyenaModel(HyenaPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = HyenaCache(config)
         inputs = model_inputs.prepare_model_inputs(
-            self, inputs_embeds, attention_mask, position_ids, past_key_values, output_attentions
+            self, inputs_embeds, attention_mask, position_ids, past_key_values, output_attentions, input_ids is not None
         )
         if inputs_embeds.shape[0] == 0 or inputs_embeds.shape[1] == 0:
             return model_inputs.empty_output(

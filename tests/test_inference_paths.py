@@ -366,8 +366,11 @@ def test_backbone_engine_equals_the_module_path(variant, small_blocks, monkeypat
             assert len(calls) == count  # the second run took the module path
             tol = 1e-6 if dtype == torch.float32 else 1e-12
             assert (engine - blocks).abs().max() <= tol * blocks.abs().max()
+            with torch.no_grad():  # from input_ids the model's own embeddings are the first residual
+                from_ids = model(ids, attention_mask=attention_mask, use_cache=False).logits
+            assert (from_ids - blocks).abs().max() <= tol * blocks.abs().max()
         assert torch.equal(embeds, before)
-    assert len(calls) == 4
+    assert len(calls) == 8
 
 
 def test_backbone_engine_only_where_it_serves(monkeypatch):
