@@ -324,7 +324,8 @@ def linear_tanh_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     GELU runs in the GEMM's epilogue on the tile still in cache: aten's tanh-GELU is a separate pass costing about
     half the GEMM at width 256 (the MLP 1.2x faster on this 2-core machine, benchmarks/bench_floor.py)."""
     if onednn_fuses(x, linear.weight):
-        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "gelu", [], "tanh")
+        bias = None if linear.bias is None else linear.bias.contiguous()  # a strided bias is read wrongly by oneDNN
+        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, bias, "gelu", [], "tanh")
     return torch.ops.aten.gelu_(linear(x), approximate="tanh")
 
 

@@ -82,11 +82,12 @@ def test_channels_first_projection_equals_the_module():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("bias", [True, False, "strided"])
 @pytest.mark.parametrize("onednn", [True, False])
-def test_row_blocked_mlp_equals_the_module(dtype, bias, onednn, small_blocks):
+def test_row_blocked_mlp_equals_the_module(dtype, bias, onednn, small_blocks, monkeypatch):
     """The MLP's inference engine (fc1 with the tanh-GELU fused by oneDNN, or the in-place GELU) against its twin,
-    the module path, computed in float64."""
+    the module path, computed in float64; also with non-contiguous weights and bias (oneDNN misreads a strided
+    bias)."""
     if dtype == torch.bfloat16 and onednn and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU has no oneDNN bfloat16 support")
     from hyena_hf.modeling_hyena import HyenaMLP
@@ -98,7 +99,12 @@ def test_row_blocked_mlp_equals_the_module(dtype, bias, onednn, small_blocks):
     x = torch.randn(2, 19, mlp.fc1.in_features)
     expected = mlp.double()(x.double())
     mlp, x = mlp.to(dtype), x.to(dtype)
-    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=onednn):
+    if bias == "strided":  # the same values in non-contiguous storage
+        mlp.fc1.bias = nn.Parameter(torch.stack([mlp.fc1.bias.detach()] * 2, dim=1)[:, 0])
+        mlp.fc1.weight = nn.Parameter(mlp.fc1.weight.detach().t().contiguous().t())
+        assert not mlp.fc1.bias.is_contiguous() and not mlp.fc1.weight.is_contiguous()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
+    with torch.no_grad():
         assert ops_cpu.onednn_fuses(x, mlp.fc1.weight) == (onednn and torch.backends.mkldnn.is_available())
         fast = ops_cpu.mlp_inference(mlp, x)
     assert fast.dtype == dtype and fast.shape == expected.shape
