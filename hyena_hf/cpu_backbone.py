@@ -25,6 +25,7 @@ from .ops_cpu import (
     inference_only,
     mlp_in_row_blocks,
     reused_buffer,
+    unhooked,
 )
 
 # Below this size per (B, L, d) tensor the allocator reuses freed memory without page faults (glibc's largest mmap
@@ -35,16 +36,17 @@ STANDARD_MODULES = (nn.Linear, nn.LayerNorm, nn.Conv1d, nn.Dropout, nn.Embedding
 
 def _plain_model(model: nn.Module) -> bool:
     """Every submodule is the project's own class or a standard torch layer (no PEFT, quantised or user-defined
-    replacement the engine would bypass), and no hook of any kind is registered."""
-    if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
+    replacement the engine would bypass), in eval mode, with no hook of any kind (the forward hooks are already
+    excluded by ``ModelInputs.branches_unobserved``)."""
+    if torch.nn.modules.module._global_forward_pre_hooks:
         return False
-    for module in model.modules():
-        own = type(module).__module__ == type(model).__module__
-        if not (own or type(module) in STANDARD_MODULES) or hasattr(module, "_hf_hook"):
-            return False
-        if module._forward_hooks or module._forward_pre_hooks or module.training:
-            return False
-    return True
+    own = type(model).__module__
+    return all(
+        (type(module).__module__ == own or type(module) in STANDARD_MODULES)
+        and unhooked(module)
+        and not module.training
+        for module in model.modules()
+    )
 
 
 def backbone_serves(model, inputs: ModelInputs, cache, outputs_asked: bool) -> bool:
@@ -62,6 +64,7 @@ def backbone_serves(model, inputs: ModelInputs, cache, outputs_asked: bool) -> b
         and dtype in (torch.float32, torch.float64)
         and all(p.dtype == dtype for p in model.parameters())
         and inference_only(embeds, model.norm_f.weight)
+        and inputs.branches_unobserved
         and _plain_model(model)
     )
 
@@ -77,13 +80,12 @@ def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> 
 
 
 def _out_projection_into(linear: nn.Linear, gated: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``linear(gated.mT)`` for the channels-first ``gated (B, d, L)``, written into ``out (B, L, d)``."""
-    for b in range(gated.shape[0]):
-        if linear.bias is None:
-            torch.mm(gated[b].t(), linear.weight.t(), out=out[b])
-        else:
-            torch.addmm(linear.bias, gated[b].t(), linear.weight.t(), out=out[b])
-    return out
+    """``linear(gated.mT)`` for the channels-first ``gated (B, d, L)``, written into ``out (B, L, d)`` by one batched
+    GEMM (the transpose is read in place)."""
+    weight = linear.weight.t().expand(gated.shape[0], -1, -1)
+    if linear.bias is None:
+        return torch.bmm(gated.mT, weight, out=out)
+    return torch.baddbmm(linear.bias, gated.mT, weight, out=out)
 
 
 def _mixer_into(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict) -> torch.Tensor:

@@ -26,14 +26,14 @@ from .ops import exporting, long_conv_torch, needs_autograd, resolve_impl
 from .precision import linear_in_dtype
 
 
+def unhooked(module: nn.Module, pre_hooks: bool = True) -> bool:
+    """No forward hook (nor pre-hook, unless ``pre_hooks`` is False) and no accelerate hook on ``module`` itself."""
+    return not (module._forward_hooks or (pre_hooks and module._forward_pre_hooks) or hasattr(module, "_hf_hook"))
+
+
 def is_plain_module(module: nn.Module, cls: type) -> bool:
     """Exactly ``cls`` with no hooks: not wrapped by PEFT, quantised, or given accelerate / forward hooks."""
-    return (
-        type(module) is cls
-        and not hasattr(module, "_hf_hook")
-        and not module._forward_hooks
-        and not module._forward_pre_hooks
-    )
+    return type(module) is cls and unhooked(module)
 
 
 def project_channels_first(
@@ -114,7 +114,7 @@ def branch_outputs_unobserved(model: nn.Module) -> bool:
     registered globally (an activation-capturing hook keeps the tensor it was given), no accelerate hook."""
     if torch.nn.modules.module._global_forward_hooks:
         return False
-    return all(not module._forward_hooks and not hasattr(module, "_hf_hook") for module in model.modules())
+    return all(unhooked(module, pre_hooks=False) for module in model.modules())
 
 
 def residual_add(branch: torch.Tensor, residual: torch.Tensor | None, in_place: bool) -> torch.Tensor:
@@ -220,15 +220,13 @@ def channel_blocks_apply(mixer, hidden_states: torch.Tensor) -> bool:
     )
 
 
-def reused_buffer(workspace: dict | None, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+def reused_buffer(workspace: dict, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
     """A tensor of ``shape`` with ``like``'s dtype and device: ``workspace[name]`` (or a prefix of it) when it is
-    large enough, else a fresh one, kept there for the next call. ``workspace`` None: always fresh."""
+    large enough, else a fresh one, kept there for the next call."""
     numel = math.prod(shape)
-    buffer = None if workspace is None else workspace.get(name)
+    buffer = workspace.get(name)
     if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
-        buffer = like.new_empty(numel)
-        if workspace is not None:
-            workspace[name] = buffer
+        buffer = workspace[name] = like.new_empty(numel)
     return buffer[:numel].view(shape)
 
 
