@@ -27,7 +27,7 @@ from .dft import (
     dot_precision,
     factors,
     filter_spectrum,
-    filtered_inverse_rows,
+    filtered_row,
     fused_launch_configs,
     half_row_positions,
     inverse_column_dft_rows,
@@ -87,27 +87,19 @@ def _input_gradient_kernel(
     if HAS_D:
         d = tl.load(d_ptr + channel).to(tl.float32)
     if HAS_POST:
-        inner = tl.zeros((N1 // 2, N2), dtype=tl.float32)
-        for k0 in range(0, N1, RB):
-            u = load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)  # reloaded (cached): fewer live registers
-            br, bi = column_dft_rows(u, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
-            pr, pi = filtered_inverse_rows(
-                br, bi, k0, hr_ptr, hi_ptr, h_base, f2r_ptr, f2i_ptr, N2, RB, CB, False, DOT, RELOAD
-            )
-            inner += inverse_column_dft_rows(pr, pi, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+        inner = filtered_row(
+            v_ptr, pre_ptr, base + pos, valid, hr_ptr, hi_ptr, h_base, f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr,
+            twi_ptr, N1, N2, RB, CB, HAS_PRE, False, DOT, RELOAD,
+        )  # fmt: skip
         inner = inner * inv_n
         if HAS_D:
             inner = inner + d * load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)
         dy = tl.load(dy_ptr + base + pos, mask=valid, other=0.0).to(tl.float32)
         tl.store(dpost_ptr + base + pos, (dy * inner).to(dpost_ptr.dtype.element_ty), mask=valid)
-    du = tl.zeros((N1 // 2, N2), dtype=tl.float32)
-    for k0 in range(0, N1, RB):
-        g = load_gated(dy_ptr, post_ptr, base + pos, valid, HAS_POST)
-        br, bi = column_dft_rows(g, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
-        pr, pi = filtered_inverse_rows(
-            br, bi, k0, hr_ptr, hi_ptr, h_base, f2r_ptr, f2i_ptr, N2, RB, CB, True, DOT, RELOAD
-        )
-        du += inverse_column_dft_rows(pr, pi, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+    du = filtered_row(  # the correlation: conj(H)
+        dy_ptr, post_ptr, base + pos, valid, hr_ptr, hi_ptr, h_base, f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr,
+        twi_ptr, N1, N2, RB, CB, HAS_POST, True, DOT, RELOAD,
+    )  # fmt: skip
     du = du * inv_n
     if HAS_D:
         du = du + d * load_gated(dy_ptr, post_ptr, base + pos, valid, HAS_POST)

@@ -242,3 +242,41 @@ def filtered_inverse_rows(
         pr += dr
         pi += di
     return pr, pi
+
+
+@triton.jit
+def filtered_row(
+    x_ptr,
+    gate_ptr,
+    offsets,
+    mask,
+    h_ptr_r,
+    h_ptr_i,
+    h_base,
+    f1r_ptr,
+    f1i_ptr,
+    f2r_ptr,
+    f2i_ptr,
+    twr_ptr,
+    twi_ptr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    RB: tl.constexpr,
+    CB: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    CONJ: tl.constexpr,
+    DOT: tl.constexpr,
+    RELOAD: tl.constexpr,
+):
+    """IDFT(DFT(x * gate) * H) of one row (conj(H) if CONJ), on its kept half (N1/2, N2), without the 1/N: one
+    block of RB spectrum rows at a time through one accumulator. The gated input is reloaded per block (from cache)
+    rather than held: fewer live registers."""
+    acc = tl.zeros((N1 // 2, N2), dtype=tl.float32)
+    for k0 in range(0, N1, RB):
+        x = load_gated(x_ptr, gate_ptr, offsets, mask, HAS_GATE)
+        br, bi = column_dft_rows(x, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+        pr, pi = filtered_inverse_rows(
+            br, bi, k0, h_ptr_r, h_ptr_i, h_base, f2r_ptr, f2i_ptr, N2, RB, CB, CONJ, DOT, RELOAD
+        )
+        acc += inverse_column_dft_rows(pr, pi, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+    return acc

@@ -14,14 +14,12 @@ import triton
 import triton.language as tl
 
 from .dft import (
-    column_dft_rows,
     dft_constants,
     dot_precision,
     factors,
-    filtered_inverse_rows,
+    filtered_row,
     fused_launch_configs,
     half_row_positions,
-    inverse_column_dft_rows,
     load_gated,
     plan_pruner,
 )
@@ -67,15 +65,11 @@ def _fftconv_row_kernel(
     pos = half_row_positions(N1, N2)
     valid = pos < L
     base = row.to(tl.int64) * L
-    y = tl.zeros((N1 // 2, N2), dtype=tl.float32)
     h_base = channel.to(tl.int64) * (N1 * N2)
-    for k0 in range(0, N1, RB):
-        x = load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)  # reloaded (cached): fewer live registers
-        br, bi = column_dft_rows(x, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
-        pr, pi = filtered_inverse_rows(
-            br, bi, k0, hr_ptr, hi_ptr, h_base, f2r_ptr, f2i_ptr, N2, RB, CB, False, DOT, RELOAD
-        )
-        y += inverse_column_dft_rows(pr, pi, k0, f1r_ptr, f1i_ptr, twr_ptr, twi_ptr, N1, N2, RB, DOT, RELOAD)
+    y = filtered_row(
+        v_ptr, pre_ptr, base + pos, valid, hr_ptr, hi_ptr, h_base, f1r_ptr, f1i_ptr, f2r_ptr, f2i_ptr, twr_ptr,
+        twi_ptr, N1, N2, RB, CB, HAS_PRE, False, DOT, RELOAD,
+    )  # fmt: skip
     y = y * inv_n
     if HAS_D:
         y = y + tl.load(d_ptr + channel).to(tl.float32) * load_gated(v_ptr, pre_ptr, base + pos, valid, HAS_PRE)
