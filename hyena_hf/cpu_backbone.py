@@ -58,7 +58,6 @@ def backbone_serves(model, inputs: ModelInputs, cache, outputs_asked: bool) -> b
     return (
         embeds.device.type == "cpu"
         and embeds.numel() * embeds.element_size() >= MIN_TENSOR_BYTES
-        and not model.training
         and cache is None
         and not outputs_asked
         and dtype in (torch.float32, torch.float64)

@@ -280,8 +280,8 @@ def hyena_mixer_in_channel_blocks(
             u, conv_w[:, c0:c1].reshape(rows, -1), None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc
         )
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
-        rows = slice(c0 * steps, c1 * steps)
-        h = mixer.filter.filters_for(features, rows, None if filters is None else filters[: (c1 - c0) * steps])
+        filter_rows = slice(c0 * steps, c1 * steps)
+        h = mixer.filter.filters_for(features, filter_rows, None if filters is None else filters[: (c1 - c0) * steps])
         h = h.view(c1 - c0, steps, seqlen)
         v = xs[-1]
         for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
