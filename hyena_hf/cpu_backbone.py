@@ -36,9 +36,8 @@ STANDARD_MODULES = (nn.Linear, nn.LayerNorm, nn.Conv1d, nn.Dropout, nn.Embedding
 
 def _plain_model(model: nn.Module) -> bool:
     """Every submodule is the project's own class or a standard torch layer (no PEFT, quantised or user-defined
-    replacement the engine would bypass), in eval mode, with no hook of any kind (the forward hooks are already
-    excluded by ``ModelInputs.branches_unobserved``)."""
-    if torch.nn.modules.module._global_forward_pre_hooks:
+    replacement the engine would bypass), in eval mode, with no hook of any kind (see :func:`ops_cpu.unhooked`)."""
+    if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
         return False
     own = type(model).__module__
     return all(
@@ -63,7 +62,6 @@ def backbone_serves(model, inputs: ModelInputs, cache, outputs_asked: bool) -> b
         and dtype in (torch.float32, torch.float64)
         and all(p.dtype == dtype for p in model.parameters())
         and inference_only(embeds, model.norm_f.weight)
-        and inputs.branches_unobserved
         and _plain_model(model)
     )
 

@@ -393,9 +393,13 @@ def test_backbone_engine_only_where_it_serves(monkeypatch):
         assert calls == [1]
         model(ids, use_cache=False, output_hidden_states=True)
         model(ids, use_cache=True)
-        handle = model.backbone.layers[0].mlp.register_forward_pre_hook(lambda *args: None)
-        model(ids, use_cache=False)
-        handle.remove()
+        for register in (
+            model.backbone.layers[0].mlp.register_forward_pre_hook,
+            model.backbone.norm_f.register_forward_hook,
+        ):
+            handle = register(lambda *args: None)
+            model(ids, use_cache=False)
+            handle.remove()
         model.backbone.layers[1].train()
         model(ids, use_cache=False)
         model.eval()
