@@ -102,10 +102,15 @@ def needs_autograd(*tensors: torch.Tensor | None) -> bool:
 # bytes: small buffers are reused by the allocator and stay in cache, while a fresh (B, C, 2L) buffer costs more in page
 # faults than its FFT (2 threads: the whole-model forward at 8K 1.2x faster than with unblocked buffers).
 FFT_BLOCK_BYTES = 16 << 20
+# On a GPU a small block is a launch-bound sliver of the device (B=8, C=768, L=4K in 16 MB blocks: 12 blocks of ~8
+# launches each; that forward measured 2.4x slower than the one-pass reference on an H100); there blocks only cap the
+# FFT buffers' memory.
+FFT_BLOCK_BYTES_GPU = 1 << 30
 
 
-def _channel_blocks(bsz: int, channels: int, n: int, dtype: torch.dtype):
-    step = max(1, FFT_BLOCK_BYTES // (bsz * n * torch.finfo(dtype).bits // 8))
+def _channel_blocks(bsz: int, channels: int, n: int, dtype: torch.dtype, device: torch.device):
+    budget = FFT_BLOCK_BYTES if device.type == "cpu" else FFT_BLOCK_BYTES_GPU
+    step = max(1, budget // (bsz * n * torch.finfo(dtype).bits // 8))
     for c0 in range(0, channels, step):
         yield slice(c0, min(channels, c0 + step))
 
@@ -159,7 +164,7 @@ def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = No
     taps = min(h.shape[-1], seqlen)
     workspace = {} if workspace is None else workspace
     y = torch.empty(v.shape, dtype=dtype, device=v.device) if out is None else out
-    for block in _channel_blocks(bsz, channels, n, dtype):
+    for block in _channel_blocks(bsz, channels, n, dtype, v.device):
         pre, post = _block_of(pre_gate, block), _block_of(post_gate, block)
         padded = _padded_input(v[:, block], pre, seqlen, n, dtype, workspace)
         spectrum = torch.fft.rfft(padded)
@@ -190,7 +195,7 @@ def _blocked_backward(dy, v, h, D, pre_gate, post_gate, needs: tuple[bool, ...])
     dD = torch.empty(channels, dtype=dtype, device=v.device) if needs[2] and D is not None else None
     d_pre = full() if needs[3] and pre_gate is not None else None
     d_post = full() if needs[4] and post_gate is not None else None
-    for block in _channel_blocks(bsz, channels, n, dtype):
+    for block in _channel_blocks(bsz, channels, n, dtype, v.device):
         pre, post = _block_of(pre_gate, block), _block_of(post_gate, block)
         skip = None if D is None else D[block].to(dtype).unsqueeze(-1)
         padded_u = _padded_input(v[:, block], pre, seqlen, n, dtype)
@@ -292,15 +297,14 @@ def _crossover_table() -> dict:
 
 
 def triton_max_length(device: torch.device, dtype: torch.dtype) -> int:
-    """Longest length "auto" sends to Triton on this GPU: measured (``long_conv_crossover.json``, keyed by GPU name
-    and dtype), else the fused one-pass kernel's limit (the multi-pass kernels beyond it do O(N (N1 + N2)) work, and
-    no measurement says they beat cuFFT there)."""
-    measured = _crossover_table().get(torch.cuda.get_device_name(device), {}).get(str(dtype).replace("torch.", ""))
-    if measured is not None:
-        return int(measured)
-    from hyena_hf.kernels.fftconv import MAX_FUSED_LEN
-
-    return MAX_FUSED_LEN
+    """Longest length "auto" sends to Triton on this GPU, as measured (``long_conv_crossover.json``, keyed by GPU name
+    and dtype; float16 runs the same kernels as bfloat16 and takes its entry where it has none of its own). A GPU or
+    dtype never measured gets 0, the PyTorch path: on the one GPU measured (an H100) cuFFT beat the kernels from 2K
+    tokens on, so nothing says they win on a GPU nobody has timed."""
+    entry = _crossover_table().get(torch.cuda.get_device_name(device), {})
+    name = str(dtype).replace("torch.", "")
+    measured = entry.get(name, entry.get("bfloat16") if name == "float16" else None)
+    return 0 if measured is None else int(measured)
 
 
 def resolve_impl(
@@ -313,7 +317,8 @@ def resolve_impl(
         raise ValueError(f"{ENV_OVERRIDE}/long_conv_impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if impl == "auto":
-        if device.type != "cuda" or not _triton_available():
+        # the kernels compute in float32: float64 stays on the float64 PyTorch path
+        if device.type != "cuda" or dtype == torch.float64 or not _triton_available():
             return "torch"
         return "triton" if seqlen is None or seqlen <= triton_max_length(device, dtype) else "torch"
     if impl == "triton":
@@ -326,6 +331,11 @@ def resolve_impl(
             raise RuntimeError(
                 f"long_conv_impl='triton' was forced on a {device.type} tensor; Triton needs a CUDA "
                 "device (or TRITON_INTERPRET=1 for the CPU interpreter)"
+            )
+        if dtype == torch.float64:
+            raise ValueError(
+                "long_conv_impl='triton' was forced on float64 tensors; the Triton kernels compute in float32 "
+                "(use 'auto' or 'torch' for float64)"
             )
     return impl
 

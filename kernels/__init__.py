@@ -78,7 +78,10 @@ def triton_long_conv(
     pre_gate: torch.Tensor | None = None,
     post_gate: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fused gated causal long convolution (see ``hyena_hf.ops.long_conv``) by the Triton kernel."""
+    """Fused gated causal long convolution (see ``hyena_hf.ops.long_conv``) by the Triton kernel. Gates broadcast
+    over batch or channels (H3's padding mask is (B, 1, L)) are expanded here, outside the op: the kernels index every
+    gate as a (B, C, L) tensor, and autograd of the expand sums their gradients back to the broadcast shape."""
+    pre_gate, post_gate = (g if g is None or g.shape == v.shape else g.expand(v.shape) for g in (pre_gate, post_gate))
     return _long_conv_op(v, h, D, pre_gate, post_gate)
 
 

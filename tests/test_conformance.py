@@ -257,7 +257,6 @@ def test_lm_eval_cli_on_a_converted_folder(tmp_path):
     model_dir, tasks_dir = tmp_path / "converted", tmp_path / "tasks"
     assert main(["convert", str(folder / CHECKPOINT_FILES["hyenadna_lm"]), str(model_dir)]) == 0
     assert main(["eval-tasks", str(tasks_dir), "--tasks", "boolq", "record"]) == 0
-    lm_eval = Path(sys.executable).with_name("lm_eval")
     env = {
         **os.environ,
         "HF_MODULES_CACHE": str(tmp_path / "modules"),
@@ -266,7 +265,9 @@ def test_lm_eval_cli_on_a_converted_folder(tmp_path):
     }
     proc = subprocess.run(
         [
-            str(lm_eval),
+            sys.executable,
+            "-m",
+            "lm_eval",
             "--model",
             "hf",
             "--model_args",

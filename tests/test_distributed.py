@@ -56,6 +56,7 @@ def _torchrun(script: str, *args: str, timeout: float = 300.0) -> None:
         **os.environ,
         "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",  # CPU workers even on a GPU machine (FSDP would put both ranks on cuda:0, cuda:1)
     }
     cmd = [
         sys.executable,

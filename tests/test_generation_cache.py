@@ -95,9 +95,19 @@ def test_safari_fixture_greedy_ids_with_cache(device):
     tensors = _on_device(fixture_tensors("safari_hyena_lm"))
     out = model.generate(tensors["gen_prompt"], max_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0)
     assert torch.equal(out, tensors["gen_ids"])
+    want = tensors["gen_step_logits"][:, :100]
     with torch.no_grad():
         stepped, _ = _stepwise_logits(model, tensors["gen_ids"][:, :-1], 12)
-    assert (stepped[0, 11:] - tensors["gen_step_logits"][:, :100]).abs().max() < 1e-3
+    if device.type == "cpu":  # the original's float32 on CPU: the same float32 arithmetic reproduces it
+        assert (stepped[0, 11:] - want).abs().max() < 1e-3
+        return
+    # Another device rounds float32 differently, and the fixture's own float32 rounding is 1.8e-3 (its distance from
+    # the float64 port, the same on CPU and an H100 to 1e-12); an H100's float32 landed 1.2e-3 from the fixture. So:
+    # float64 within the fixture's rounding of the fixture, float32 within float32 rounding of float64.
+    with torch.no_grad():
+        exact, _ = _stepwise_logits(model.double(), tensors["gen_ids"][:, :-1], 12)
+    assert (exact[0, 11:] - want).abs().max() < 2e-3
+    assert (stepped[0, 11:] - exact[0, 11:]).abs().max() < 3e-3
 
 
 def test_h3_fixture_recurrent_decoding_matches_original_step(device):

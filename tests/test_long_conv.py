@@ -99,23 +99,29 @@ def test_direct_and_fft_paths_agree_with_naive(L):
 
 
 def test_auto_uses_triton_up_to_the_measured_crossover(monkeypatch):
-    """'auto' on a GPU: Triton up to the length measured for that GPU and dtype (long_conv_crossover.json), the
-    fused one-pass limit for what was not measured, PyTorch beyond."""
+    """'auto' on a GPU: Triton up to the length measured for that GPU and dtype (long_conv_crossover.json; float16
+    falls back to the bfloat16 entry), PyTorch beyond it and wherever nothing was measured."""
     pytest.importorskip("triton")
     import hyena_hf.ops as ops
-    from hyena_hf.kernels.fftconv import MAX_FUSED_LEN
 
     monkeypatch.delenv("HYENA_LONG_CONV_IMPL", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Measured GPU")
-    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"float32": 8192}})
+    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"float32": 8192, "bfloat16": 1024}})
     gpu = torch.device("cuda")
     assert resolve_impl("auto", gpu, 8192, torch.float32) == "triton"
     assert resolve_impl("auto", gpu, 8193, torch.float32) == "torch"
-    assert resolve_impl("auto", gpu, MAX_FUSED_LEN, torch.bfloat16) == "triton"  # not measured: the fused limit
-    assert resolve_impl("auto", gpu, MAX_FUSED_LEN + 1, torch.bfloat16) == "torch"
+    assert resolve_impl("auto", gpu, 1024, torch.float16) == "triton"  # the same kernels as bfloat16
+    assert resolve_impl("auto", gpu, 1025, torch.float16) == "torch"
+    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"float32": 0}})
+    assert resolve_impl("auto", gpu, 16, torch.float32) == "torch"  # measured: never faster
+    assert resolve_impl("auto", gpu, 16, torch.bfloat16) == "torch"  # not measured
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Other GPU")
-    assert resolve_impl("auto", gpu, MAX_FUSED_LEN + 1, torch.float32) == "torch"
+    assert resolve_impl("auto", gpu, 16, torch.float32) == "torch"
     assert resolve_impl("triton", gpu, 1 << 20, torch.float32) == "triton"  # forcing still wins
+    # the kernels compute in float32: float64 stays on the PyTorch path, and forcing Triton there is an error
+    assert resolve_impl("auto", gpu, 16, torch.float64) == "torch"
+    with pytest.raises(ValueError, match="float64"):
+        resolve_impl("triton", gpu, 16, torch.float64)
 
 
 def test_crossover_from_benchmark_rows():

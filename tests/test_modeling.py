@@ -87,13 +87,13 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, variant, device):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     assert AutoConfig.from_pretrained(tmp_path).model_type == "hyena"
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).to(device).eval()
     assert isinstance(loaded, HyenaForCausalLM)
     ids = _ids(2, 20)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, loaded(ids).logits)
     assert loaded.lm_head.weight.data_ptr() == loaded.backbone.embeddings.weight.data_ptr()
-    base = AutoModel.from_pretrained(tmp_path)
+    base = AutoModel.from_pretrained(tmp_path).to(device)
     assert isinstance(base, HyenaModel)
     with torch.no_grad():
         assert torch.equal(base(ids).last_hidden_state, model.backbone(ids).last_hidden_state)

@@ -252,6 +252,35 @@ def test_model_logits_with_triton_equal_torch_path(name):
     assert (triton_logits - tensors["logits_short"][..., : model.config.vocab_size]).abs().max() < 5e-3
 
 
+def test_gates_broadcast_over_channels_or_batch():
+    """H3 passes its padding mask as a (B, 1, L) pre-gate: the kernels must see it expanded over the channels (read as
+    (B, C, L) it was garbage, NaN in the output), and its gradient must come back summed to (B, 1, L)."""
+    v, h, D, pre, post = _inputs(3, 4, 90, seed=21)
+    pre = (torch.rand(3, 1, 90, generator=torch.Generator().manual_seed(5)) > 0.3).to(v)  # a padding mask
+    post = post[:1]  # (1, C, L): broadcast over the batch
+    args = [v, h, D, pre, post]
+    out = triton_long_conv(*args)
+    want = long_conv_torch(*[t.double() for t in args])
+    assert out.shape == v.shape and (out.double() - want).abs().max() <= 1e-5 * want.abs().max()
+    _assert_gradients_match_float64(args)
+
+
+@pytest.mark.parametrize("name", ["h3_lm", "safari_hyena_order3_attn"])
+def test_padded_batch_with_triton_equals_torch_path(name):
+    """Left padding (H3 gates its convolutions with the padding mask): every output finite, real positions equal."""
+    model = load_fixture_model(name).to(TEST_DEVICE)
+    ids = fixture_tensors(name)["input_ids_short"].to(TEST_DEVICE)[:1].repeat(2, 1)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    with torch.no_grad():
+        want = model(ids, attention_mask=mask, use_cache=False).logits
+        model.config.long_conv_impl = "triton"
+        got = model(ids, attention_mask=mask, use_cache=False).logits
+    assert torch.isfinite(got).all()
+    real = mask.bool()
+    assert (got - want)[real].abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("name", ["safari_hyena_order3_attn", "h3_lm"])
 def test_model_gradients_with_triton_equal_torch_path(name):
     ids = fixture_tensors(name)["input_ids_short"].to(TEST_DEVICE)
