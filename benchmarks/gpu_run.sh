@@ -7,6 +7,10 @@
 #
 #   bash benchmarks/gpu_run.sh [OUT_DIR]          # default: $OUT, else gpu_results
 #   bash benchmarks/gpu_run.sh --dry-run [OUT_DIR] # on a CPU: the same steps at toy sizes (interpreter, CPU device)
+#   STEPS="tests" bash benchmarks/gpu_run.sh ...   # a subset: tests, long_conv, model (default: all three)
+#
+# On an H100 (2026-11-24) the kernel tests took ~70 s and the rest of the suite ~3 min with pytest-xdist (-n 8),
+# and bench_long_conv ~80 s per dtype at B=8: a call limited to 10 minutes runs one STEPS group at a time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -14,7 +18,9 @@ if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 OUT_DIR=${1:-${OUT:-gpu_results}}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-python3}
+STEPS=${STEPS:-tests long_conv model}
 STATUS=0
+wants() { [[ " $STEPS " == *" $1 "* ]]; }
 run() {  # run NAME COMMAND...: log the command, keep going on failure, remember it
     local name=$1; shift
     echo "== $name: $*" | tee -a "$OUT_DIR/commands.log"
@@ -31,7 +37,7 @@ else
     export HYENA_TEST_DEVICE=cuda
     unset TRITON_INTERPRET
     TESTS_KERNELS=(tests/test_triton_kernels.py tests/test_triton_compile_gate.py -m "slow or not slow")  # 1M too
-    TESTS_SUITE=(tests)
+    TESTS_SUITE=(tests --ignore=tests/test_triton_kernels.py --ignore=tests/test_triton_compile_gate.py)  # run above
     LC_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); LC_B8=(--batch 8 --channels 768)
     LC_B64=(--batch 64 --channels 768); LC_1M=(--batch 1 --channels 768); LC_1M_LENGTHS=(1048576)
     MODEL_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); REPEATS=5
@@ -57,20 +63,32 @@ print(info)
 EOF
 [ $? -eq 0 ] || exit 1
 
+# pytest-xdist where installed (the GPU images have it): the suite in one call's time
+PARALLEL=()
+if [ "$DRY" = 0 ] && "$PY" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 8 -p no:cacheprovider); fi
+# the notebooks need Jupyter (nbformat, nbclient, a kernel), which GPU images may lack; they run on CPU in CI
+"$PY" -c "import nbformat, nbclient" 2>/dev/null || TESTS_SUITE+=(--ignore=tests/test_notebooks.py)
+
 # test logs: the kernel tests (real compiler on a GPU), then the whole suite on the device (pass/fail summary)
-run kernel_tests bash -c "$PY -m pytest -q ${TESTS_KERNELS[*]@Q} > '$OUT_DIR/tests.log' 2>&1"
-run suite bash -c "$PY -m pytest -q -rs ${TESTS_SUITE[*]@Q} 2>&1 | tail -n 300 >> '$OUT_DIR/tests.log'"
-run long_conv_b8 "$PY" benchmarks/bench_long_conv.py --lengths "${LC_LENGTHS[@]}" "${LC_B8[@]}" \
-    --dtypes bfloat16 float16 float32 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_b8"
-run long_conv_b64 "$PY" benchmarks/bench_long_conv.py --lengths 1024 4096 8192 32768 "${LC_B64[@]}" \
-    --dtypes bfloat16 float16 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_b64"
-run long_conv_1m "$PY" benchmarks/bench_long_conv.py --lengths "${LC_1M_LENGTHS[@]}" "${LC_1M[@]}" \
-    --dtypes bfloat16 float32 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_1m"
-run model_fwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --gpt2-max-length 65536 \
-    --out "$OUT_DIR/model"
-run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
-    --gpt2-max-length 65536 --out "$OUT_DIR/model"
-# the crossover table entry for this GPU (commit it with: python benchmarks/crossover.py FILES --write)
-[ "$DRY" = 1 ] || run crossover bash -c "$PY benchmarks/crossover.py $OUT_DIR/long_conv_*/*.json >> '$OUT_DIR/commands.log'"
+if wants tests; then
+    run kernel_tests bash -c "$PY -m pytest -q -rf ${PARALLEL[*]} ${TESTS_KERNELS[*]@Q} > '$OUT_DIR/tests.log' 2>&1"
+    run suite bash -c "$PY -m pytest -q -rfs ${PARALLEL[*]} ${TESTS_SUITE[*]@Q} 2>&1 | tail -n 300 >> '$OUT_DIR/tests.log'"
+fi
+if wants long_conv; then
+    run long_conv_b8 "$PY" benchmarks/bench_long_conv.py --lengths "${LC_LENGTHS[@]}" "${LC_B8[@]}" \
+        --dtypes bfloat16 float16 float32 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_b8"
+    run long_conv_b64 "$PY" benchmarks/bench_long_conv.py --lengths 1024 4096 8192 32768 "${LC_B64[@]}" \
+        --dtypes bfloat16 float16 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_b64"
+    run long_conv_1m "$PY" benchmarks/bench_long_conv.py --lengths "${LC_1M_LENGTHS[@]}" "${LC_1M[@]}" \
+        --dtypes bfloat16 float32 --repeats "$REPEATS" --out "$OUT_DIR/long_conv_1m"
+    # the crossover table entry for this GPU (commit it with: python benchmarks/crossover.py FILES --write)
+    [ "$DRY" = 1 ] || run crossover bash -c "$PY benchmarks/crossover.py $OUT_DIR/long_conv_*/*.json >> '$OUT_DIR/commands.log'"
+fi
+if wants model; then
+    run model_fwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" \
+        --gpt2-max-length 65536 --out "$OUT_DIR/model"
+    run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
+        --gpt2-max-length 65536 --out "$OUT_DIR/model"
+fi
 echo "results in $OUT_DIR:"; find "$OUT_DIR" -type f | sort
 exit $STATUS
