@@ -103,9 +103,11 @@ def needs_autograd(*tensors: torch.Tensor | None) -> bool:
 # faults than its FFT (2 threads: the whole-model forward at 8K 1.2x faster than with unblocked buffers).
 FFT_BLOCK_BYTES = 16 << 20
 # On a GPU a small block is a launch-bound sliver of the device (B=8, C=768, L=4K in 16 MB blocks: 12 blocks of ~8
-# launches each; that forward measured 2.4x slower than the one-pass reference on an H100); there blocks only cap the
-# FFT buffers' memory.
-FFT_BLOCK_BYTES_GPU = 1 << 30
+# launches each; that forward measured 2.4x slower than the one-pass reference on an H100, and equal to it in one
+# block). A 256 MB block keeps each launch ~0.1 ms of HBM traffic (launch overhead a few percent) and caps the
+# backward's fp32 temporaries, which in one 1 GB block peaked 1.45x above the reference's memory at 8K-16K (not yet
+# re-measured on a GPU at 256 MB; L <= 4K at B=8, C=768 is one block either way).
+FFT_BLOCK_BYTES_GPU = 256 << 20
 
 
 def _channel_blocks(bsz: int, channels: int, n: int, dtype: torch.dtype, device: torch.device):
