@@ -234,6 +234,18 @@ def _blocked_backward(dy, v, h, D, pre_gate, post_gate, needs: tuple[bool, ...])
     )
 
 
+# On a GPU up to this length, autograd through the reference (which keeps the forward's spectra) beat the explicit
+# backward (which recomputes them) on time and peak memory alike: an H100, B=8, C=768, bf16 and fp32, forward+backward
+# 1.12-1.57x faster at 1K-4K with 26-32 % less peak memory; from 8K the explicit backward saves memory.
+GPU_STORED_SPECTRA_MAX_LEN = 4096
+
+
+def stores_spectra_for_backward(device: torch.device, seqlen: int) -> bool:
+    """Whether the PyTorch path trains by autograd through :func:`long_conv_reference` (GPU, short rows) rather than
+    with the explicit, recomputing backward of :class:`_LongConvTorch`."""
+    return device.type != "cpu" and seqlen <= GPU_STORED_SPECTRA_MAX_LEN
+
+
 class _LongConvTorch(torch.autograd.Function):
     """:func:`long_conv_torch` under autograd: the blocked forward and an explicit backward that saves only the inputs,
     where autograd through :func:`long_conv_reference` keeps every padded buffer and spectrum of the forward."""
@@ -267,6 +279,8 @@ def long_conv_torch(
     if exporting():  # plain autograd ops: the exported program runs with or without grad
         return long_conv_reference(v, h, D, pre_gate, post_gate)
     if needs_autograd(v, h, D, pre_gate, post_gate):
+        if stores_spectra_for_backward(v.device, v.shape[-1]):
+            return long_conv_reference(v, h, D, pre_gate, post_gate)
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
     if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
         return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))

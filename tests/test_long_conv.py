@@ -147,3 +147,16 @@ def test_crossover_from_benchmark_rows():
         row("float16", 1024, 3, 2),
     ]  # every batch/channel count must win
     assert crossover(rows) == {"float32": 2048, "bfloat16": 1024, "float16": 0}
+
+
+def test_which_backward_the_pytorch_path_trains_with():
+    """CPU: the explicit recomputing backward; a GPU up to 4K: autograd through the reference (measured faster and
+    leaner there on an H100); beyond: the explicit backward again, which keeps less memory."""
+    from hyena_hf import ops
+
+    gpu = torch.device("cuda")
+    assert ops.stores_spectra_for_backward(gpu, 4096) and not ops.stores_spectra_for_backward(gpu, 4097)
+    assert not ops.stores_spectra_for_backward(torch.device("cpu"), 64)
+    v = torch.randn(1, 2, 64, requires_grad=True)
+    y = long_conv_torch(v, torch.randn(2, 64))
+    assert type(y.grad_fn).__name__ == "_LongConvTorchBackward"
