@@ -9,6 +9,8 @@
 #   bash benchmarks/gpu_run.sh --dry-run [OUT_DIR] # on a CPU: the same steps at toy sizes (interpreter, CPU device)
 #   STEPS="tests" bash benchmarks/gpu_run.sh ...   # a subset: tests, long_conv, model (default: all three)
 #
+# The full suite also needs lm_eval, evaluate and datasets (the CPU extras); a GPU image without a package index can
+# take them as wheels (pip install --no-index --no-deps --target DIR *.whl, then PYTHONPATH=DIR).
 # On an H100 (2026-11-24) the kernel tests took ~70 s and the rest of the suite ~3 min with pytest-xdist (-n 8),
 # and bench_long_conv ~80 s per dtype at B=8: a call limited to 10 minutes runs one STEPS group at a time.
 set -uo pipefail
