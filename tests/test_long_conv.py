@@ -128,11 +128,13 @@ def test_crossover_from_benchmark_rows():
     from hyena_hf.benchmarks.crossover import crossover
 
     def row(dtype, length, triton, torch_s, err=1e-6):
+        # up to 4K the PyTorch path trains through the reference on a GPU: its column is the rival there
         return {
             "dtype": dtype,
             "length": length,
             "triton_fwdbwd_s": triton,
-            "hyena_hf_torch_fwdbwd_s": torch_s,
+            "reference_fwdbwd_s" if length <= 4096 else "hyena_hf_torch_fwdbwd_s": torch_s,
+            "hyena_hf_torch_fwdbwd_s" if length <= 4096 else "reference_fwdbwd_s": 0.5 * triton,  # not the rival
             "triton_max_rel_err": err,
         }
 
@@ -147,6 +149,8 @@ def test_crossover_from_benchmark_rows():
         row("float16", 1024, 3, 2),
     ]  # every batch/channel count must win
     assert crossover(rows) == {"float32": 2048, "bfloat16": 1024, "float16": 0}
+    # each side of 4K against its own rival (the other column, twice as fast as Triton, would make both lose)
+    assert crossover([row("float32", 4096, 1, 2), row("float32", 8192, 1, 2)]) == {"float32": 8192}
 
 
 def test_which_backward_the_pytorch_path_trains_with():
