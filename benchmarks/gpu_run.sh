@@ -9,8 +9,8 @@
 #   bash benchmarks/gpu_run.sh --dry-run [OUT_DIR] # on a CPU: the same steps at toy sizes (interpreter, CPU device)
 #   STEPS="tests" bash benchmarks/gpu_run.sh ...   # a subset: tests, long_conv, model (default: all three)
 #
-# The full suite also needs lm_eval, evaluate and datasets (the CPU extras); a GPU image without a package index can
-# take them as wheels (pip install --no-index --no-deps --target DIR *.whl, then PYTHONPATH=DIR).
+# The full suite also needs lm_eval, evaluate and datasets (the CPU extras): on a GPU image without a package index,
+# fetch them first with `bash benchmarks/gpu_wheels.sh` and bring .whl/ along; this script installs what lies there.
 # On an H100 (2026-11-24) the kernel tests took ~70 s and the rest of the suite ~3 min with pytest-xdist (-n 8),
 # and bench_long_conv ~80 s per dtype at B=8: a call limited to 10 minutes runs one STEPS group at a time.
 set -uo pipefail
@@ -43,6 +43,14 @@ else
     LC_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); LC_B8=(--batch 8 --channels 768)
     LC_B64=(--batch 64 --channels 768); LC_1M=(--batch 1 --channels 768); LC_1M_LENGTHS=(1048576)
     MODEL_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); REPEATS=5
+fi
+
+# carried wheels (benchmarks/gpu_wheels.sh) into a scratch site directory (first on the path: they shadow any copy the
+# image has of the same packages)
+if [ "$DRY" = 0 ] && compgen -G ".whl/*.whl" > /dev/null; then
+    SITE=${TMPDIR:-/tmp}/hyena_hf_site
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 1
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 "$PY" - "$OUT_DIR" "$DRY" <<'EOF'
