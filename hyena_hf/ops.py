@@ -312,22 +312,29 @@ def _crossover_table() -> dict:
         return {}
 
 
-def triton_max_length(device: torch.device, dtype: torch.dtype) -> int:
-    """Longest length "auto" sends to Triton on this GPU, as measured (``long_conv_crossover.json``, keyed by GPU name
-    and dtype; float16 runs the same kernels as bfloat16 and takes its entry where it has none of its own). A GPU or
+def triton_max_length(device: torch.device, dtype: torch.dtype, training: bool = True) -> int:
+    """Longest length "auto" sends to Triton on this GPU, as measured per call pattern (``long_conv_crossover.json``,
+    keyed by GPU name, then "training" (forward+backward) or "inference" (forward without autograd), then dtype;
+    float16 runs the same kernels as bfloat16 and takes its entry where it has none of its own). A GPU, pattern or
     dtype never measured gets 0, the PyTorch path: on the one GPU measured (an H100) cuFFT beat the kernels from 2K
     tokens on, so nothing says they win on a GPU nobody has timed."""
-    entry = _crossover_table().get(torch.cuda.get_device_name(device), {})
+    entry = _crossover_table().get(torch.cuda.get_device_name(device), {}).get("training" if training else "inference")
+    entry = entry or {}
     name = str(dtype).replace("torch.", "")
     measured = entry.get(name, entry.get("bfloat16") if name == "float16" else None)
     return 0 if measured is None else int(measured)
 
 
 def resolve_impl(
-    requested: str, device: torch.device, seqlen: int | None = None, dtype: torch.dtype = torch.float32
+    requested: str,
+    device: torch.device,
+    seqlen: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    training: bool = True,
 ) -> str:
-    """Pick "torch" or "triton" for a convolution of ``seqlen`` tokens (None: any). "auto" runs Triton on CUDA up to
-    :func:`triton_max_length`. The environment variable HYENA_LONG_CONV_IMPL overrides the config."""
+    """Pick "torch" or "triton" for a convolution of ``seqlen`` tokens (None: any), recorded by autograd
+    (``training``) or not. "auto" runs Triton on CUDA up to :func:`triton_max_length`. The environment variable
+    HYENA_LONG_CONV_IMPL overrides the config."""
     impl = os.environ.get(ENV_OVERRIDE, requested) or "auto"
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"{ENV_OVERRIDE}/long_conv_impl must be 'auto', 'torch' or 'triton', got {impl!r}")
@@ -336,7 +343,7 @@ def resolve_impl(
         # the kernels compute in float32: float64 stays on the float64 PyTorch path
         if device.type != "cuda" or dtype == torch.float64 or not _triton_available():
             return "torch"
-        return "triton" if seqlen is None or seqlen <= triton_max_length(device, dtype) else "torch"
+        return "triton" if seqlen is None or seqlen <= triton_max_length(device, dtype, training) else "torch"
     if impl == "triton":
         if not _triton_available():
             raise RuntimeError(
@@ -369,6 +376,7 @@ def long_conv(
     computed in at least float32; see the module docstring. ``impl``: "auto" | "torch" | "triton"."""
     if v.dim() != 3 or h.dim() != 2 or h.shape[0] != v.shape[1]:
         raise ValueError(f"long_conv expects v (B, C, L) and h (C, Lh); got v {tuple(v.shape)} and h {tuple(h.shape)}")
-    if resolve_impl(impl, v.device, v.shape[-1], v.dtype) == "triton":
+    training = needs_autograd(v, h, D, pre_gate, post_gate)
+    if resolve_impl(impl, v.device, v.shape[-1], v.dtype, training) == "triton":
         return _triton_long_conv()(v, h, D, pre_gate, post_gate)
     return long_conv_torch(v, h, D, pre_gate, post_gate)

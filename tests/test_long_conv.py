@@ -106,13 +106,18 @@ def test_auto_uses_triton_up_to_the_measured_crossover(monkeypatch):
 
     monkeypatch.delenv("HYENA_LONG_CONV_IMPL", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Measured GPU")
-    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"float32": 8192, "bfloat16": 1024}})
+    table = {"training": {"float32": 8192, "bfloat16": 1024}, "inference": {"float32": 2048}}
+    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": table})
     gpu = torch.device("cuda")
     assert resolve_impl("auto", gpu, 8192, torch.float32) == "triton"
     assert resolve_impl("auto", gpu, 8193, torch.float32) == "torch"
     assert resolve_impl("auto", gpu, 1024, torch.float16) == "triton"  # the same kernels as bfloat16
     assert resolve_impl("auto", gpu, 1025, torch.float16) == "torch"
-    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"float32": 0}})
+    # the forward without autograd has its own measurement
+    assert resolve_impl("auto", gpu, 2048, torch.float32, training=False) == "triton"
+    assert resolve_impl("auto", gpu, 4096, torch.float32, training=False) == "torch"
+    assert resolve_impl("auto", gpu, 16, torch.bfloat16, training=False) == "torch"  # not measured
+    monkeypatch.setattr(ops, "_crossover_table", lambda: {"Measured GPU": {"training": {"float32": 0}}})
     assert resolve_impl("auto", gpu, 16, torch.float32) == "torch"  # measured: never faster
     assert resolve_impl("auto", gpu, 16, torch.bfloat16) == "torch"  # not measured
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Other GPU")
@@ -151,6 +156,14 @@ def test_crossover_from_benchmark_rows():
     assert crossover(rows) == {"float32": 2048, "bfloat16": 1024, "float16": 0}
     # each side of 4K against its own rival (the other column, twice as fast as Triton, would make both lose)
     assert crossover([row("float32", 4096, 1, 2), row("float32", 8192, 1, 2)]) == {"float32": 8192}
+    # inference: Triton's forward against the PyTorch path's forward (the blocked one) at every length
+    forward = [
+        {"dtype": "bfloat16", "length": 1024, "triton_fwd_s": 1, "hyena_hf_torch_fwd_s": 2, "reference_fwd_s": 0.5},
+        {"dtype": "bfloat16", "length": 2048, "triton_fwd_s": 3, "hyena_hf_torch_fwd_s": 2},
+    ]
+    for r in forward:
+        r["triton_max_rel_err"] = 1e-3
+    assert crossover(forward, training=False) == {"bfloat16": 1024}
 
 
 def test_which_backward_the_pytorch_path_trains_with():
@@ -164,3 +177,20 @@ def test_which_backward_the_pytorch_path_trains_with():
     v = torch.randn(1, 2, 64, requires_grad=True)
     y = long_conv_torch(v, torch.randn(2, 64))
     assert type(y.grad_fn).__name__ == "_LongConvTorchBackward"
+
+
+def test_dispatch_tells_training_from_inference(monkeypatch):
+    """long_conv asks for the call pattern's crossover: training where autograd records the call, else inference."""
+    from hyena_hf import ops
+
+    seen = []
+    real = ops.resolve_impl
+    monkeypatch.setattr(
+        ops, "resolve_impl", lambda *a, **k: seen.append(a[4] if len(a) > 4 else k["training"]) or real(*a, **k)
+    )
+    v, h = torch.randn(1, 2, 40), torch.randn(2, 40)
+    long_conv(v, h)
+    long_conv(v.requires_grad_(True), h)
+    with torch.no_grad():
+        long_conv(v, h)
+    assert seen == [False, True, False]
