@@ -10,7 +10,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .cache_hyena import HyenaCache
 from .configuration_hyena import HyenaConfig
-from .ops_cpu import branch_outputs_unobserved
+from .ops_cpu import residual_adds_in_place
 
 
 class ModelInputs(NamedTuple):
@@ -23,7 +23,7 @@ class ModelInputs(NamedTuple):
     positions: torch.Tensor
     padding: torch.Tensor | None
     attention: torch.Tensor | None
-    branches_unobserved: bool = False  # inference may add the residual into the blocks' outputs (no hooks see them)
+    branches_unobserved: bool = False  # inference may add the residual into the blocks' outputs (see ops_cpu)
     embeds_owned: bool = False  # ``embeds`` is the model's own tensor (embedding lookup or masked copy), not a caller's
 
 
@@ -61,7 +61,7 @@ def prepare_model_inputs(
             attention_mask, seqlen, total, inputs_embeds.dtype, inputs_embeds.device, implementation
         )
     padding = padding_multiplier(new_mask, inputs_embeds.dtype)
-    unobserved = branch_outputs_unobserved(model)
+    unobserved = residual_adds_in_place(model, inputs_embeds)
     return ModelInputs(inputs_embeds, total, position_ids, padding, attention, unobserved, embeds_owned)
 
 

@@ -318,8 +318,8 @@ def triton_max_length(device: torch.device, dtype: torch.dtype, training: bool =
     float16 runs the same kernels as bfloat16 and takes its entry where it has none of its own). A GPU, pattern or
     dtype never measured gets 0, the PyTorch path: on the one GPU measured (an H100) cuFFT beat the kernels from 2K
     tokens on, so nothing says they win on a GPU nobody has timed."""
-    entry = _crossover_table().get(torch.cuda.get_device_name(device), {}).get("training" if training else "inference")
-    entry = entry or {}
+    measured_gpu = _crossover_table().get(torch.cuda.get_device_name(device), {})
+    entry = measured_gpu.get("training" if training else "inference", {})
     name = str(dtype).replace("torch.", "")
     measured = entry.get(name, entry.get("bfloat16") if name == "float16" else None)
     return 0 if measured is None else int(measured)
