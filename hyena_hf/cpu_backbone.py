@@ -4,11 +4,12 @@ block to block, where the module path allocates five fresh ones per block.
 At long lengths a fresh tensor costs more in page faults than the arithmetic done on it (1 GiB per tensor at 1M
 tokens and width 256; glibc maps every allocation over 32 MB afresh), so the blocks run as
 
-    R = embeddings;  for each block:  X = LN1(R);  Y = mixer(X);  R += Y;  X = LN2(R);  Y = MLP(X);  R += Y
+    R = embeddings;  for each block:  X = LN1(R);  Y = mixer(X);  R += Y;  R += MLP(LN2(R))
     output = LN_f(R)
 
 with the residual stream R, the normalised input X, the branch output Y and the Hyena mixer's channels-first output
-in fixed buffers. Its twin is the module path of :class:`~hyena_hf.modeling_hyena.HyenaModel` (the blocks called
+in fixed buffers. The MLP half runs a block of rows at a time, from LN2 to fc2's GEMM accumulating into R, on rows
+still in cache. Its twin is the module path of :class:`~hyena_hf.modeling_hyena.HyenaModel` (the blocks called
 one by one), compared in ``tests/test_inference_paths.py``.
 """
 
@@ -23,14 +24,15 @@ from .ops_cpu import (
     channel_blocks_apply,
     hyena_mixer_in_channel_blocks,
     inference_only,
-    mlp_in_row_blocks,
+    linear_tanh_gelu,
     reused_buffer,
     unhooked,
 )
 
-# Below this size per (B, L, d) tensor the allocator reuses freed memory without page faults (glibc's largest mmap
-# threshold), and the module path is as fast (measured 3 % faster at 2K-8K tokens, width 256; 7 % slower at 32K-256K).
-MIN_TENSOR_BYTES = 32 << 20
+# Below this size per (B, L, d) tensor the module path is as fast (256 tokens at width 256, 4 layers: 12.2 vs 12.1 ms);
+# from 1K tokens on the engine measured 18 % faster (1K), 12-20 % (8K), 5-9 % (16K) on a 2-core Xeon: the module path's
+# fresh tensors and per-layer FFT buffers are page-faulted in again on every forward (30-50 thousand faults at 8K).
+MIN_TENSOR_BYTES = 1 << 18
 STANDARD_MODULES = (nn.Linear, nn.LayerNorm, nn.Conv1d, nn.Dropout, nn.Embedding, nn.ModuleList)
 
 
@@ -76,6 +78,20 @@ def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> 
     return out
 
 
+def _add_mlp_of_norm(norm: nn.LayerNorm, mlp, residual: torch.Tensor) -> torch.Tensor:
+    """``residual += mlp(norm(residual))`` for ``residual (B, L, d)``, a block of rows at a time: each block's
+    normalised rows and GELU activations stay in cache, and fc2's GEMM accumulates into the residual rows (no
+    full-size normalised copy, branch output or separate residual sum)."""
+    rows = residual.view(-1, residual.shape[-1])
+    for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
+        block = rows[start : start + INFERENCE_CHUNK_ROWS]
+        normed = nn.functional.layer_norm(block, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        block.addmm_(linear_tanh_gelu(mlp.fc1, normed), mlp.fc2.weight.t())
+        if mlp.fc2.bias is not None:
+            block.add_(mlp.fc2.bias)
+    return residual
+
+
 def _out_projection_into(linear: nn.Linear, gated: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``linear(gated.mT)`` for the channels-first ``gated (B, d, L)``, written into ``out (B, L, d)`` by one batched
     GEMM (the transpose is read in place)."""
@@ -109,6 +125,5 @@ def backbone_forward(model, inputs: ModelInputs) -> torch.Tensor:
     for block in model.layers:
         branch = _mixer_into(block, _layer_norm_into(block.norm1, residual, normed), inputs, buffers)
         residual.add_(branch)
-        _layer_norm_into(block.norm2, residual, normed)
-        residual.add_(mlp_in_row_blocks(block.mlp, normed, out=reused_buffer(buffers, "branch", normed.shape, normed)))
+        _add_mlp_of_norm(block.norm2, block.mlp, residual)
     return _layer_norm_into(model.norm_f, residual, normed)  # the last normalised input is no longer needed

@@ -156,6 +156,28 @@ def shifted_depthwise_conv(
     return out
 
 
+def short_filter_of_projection(
+    projected: torch.Tensor,
+    projection_bias: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """``shifted_depthwise_conv(projected + projection_bias[:, None], weight, bias, out)`` for a projection computed
+    without its bias (``projected``, ``out (B, C, L)``; ``weight (C, k)``; biases ``(C,)``): the projection bias
+    passes through the filter as the constant ``projection_bias * weight.sum(-1)``, less the taps that fall before
+    the sequence in the first k-1 columns. This saves the GEMM's broadcast copy of its bias, a full pass over the
+    (B, C, L) output."""
+    if projection_bias is None:
+        return shifted_depthwise_conv(projected, weight, bias, out)
+    k = weight.shape[-1]
+    folded = projection_bias * weight.sum(-1)
+    shifted_depthwise_conv(projected, weight, folded if bias is None else folded + bias, out)
+    for column in range(min(k - 1, out.shape[-1])):  # out[t] has only t + 1 inputs: drop the bias of the k-1-t others
+        out[..., column].sub_(projection_bias * weight[:, : k - 1 - column].sum(-1))
+    return out
+
+
 class ShiftedShortConv(torch.autograd.Function):
     """The short causal filter under autograd on CPU: shifted multiply-adds forward, and backward by the same shifts
     (du) and per-shift reductions (dw): 6x less time than ``nn.Conv1d``'s mkldnn backward at 2K tokens, where
@@ -278,17 +300,15 @@ def hyena_mixer_in_channel_blocks(
         c1 = min(d, c0 + block)
         rows = (c1 - c0) * groups
         u, uc = (buffer[: bsz * rows * seqlen].view(bsz, rows, seqlen) for buffer in scratch)
-        project_channels_first(
-            proj_w[:, c0:c1].reshape(rows, -1),
-            None if proj_b is None else proj_b[:, c0:c1].reshape(rows),
-            hidden_states,
-            out=u,
-        )
-        if padding_mask is not None:
-            u.mul_(padding_mask)
-        shifted_depthwise_conv(
-            u, conv_w[:, c0:c1].reshape(rows, -1), None if conv_b is None else conv_b[:, c0:c1].reshape(rows), uc
-        )
+        block_proj_b = None if proj_b is None else proj_b[:, c0:c1].reshape(rows)
+        block_conv_w = conv_w[:, c0:c1].reshape(rows, -1)
+        block_conv_b = None if conv_b is None else conv_b[:, c0:c1].reshape(rows)
+        if padding_mask is None:  # the projection bias goes through the short filter (see short_filter_of_projection)
+            project_channels_first(proj_w[:, c0:c1].reshape(rows, -1), None, hidden_states, out=u)
+            short_filter_of_projection(u, block_proj_b, block_conv_w, block_conv_b, uc)
+        else:  # padded positions are zero after the bias: it is added first
+            project_channels_first(proj_w[:, c0:c1].reshape(rows, -1), block_proj_b, hidden_states, out=u)
+            shifted_depthwise_conv(u.mul_(padding_mask), block_conv_w, block_conv_b, uc)
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
         filter_rows = slice(c0 * steps, c1 * steps)
         h = mixer.filter.filters_for(features, filter_rows, None if filters is None else filters[: (c1 - c0) * steps])
@@ -337,12 +357,12 @@ def linear_tanh_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.gelu_(linear(x), approximate="tanh")
 
 
-def mlp_in_row_blocks(mlp, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)`` (into ``out`` when given, contiguous), a block of rows at a time: the
+def mlp_in_row_blocks(mlp, x: torch.Tensor) -> torch.Tensor:
+    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)``, a block of rows at a time: the
     (rows, 4d) intermediate is reused and the GELU is fused into fc1 or runs in place. Its twin is the MLP's module
     path."""
     rows = x.reshape(-1, x.shape[-1])
-    out = rows.new_empty(rows.shape[0], mlp.fc2.out_features) if out is None else out.view(rows.shape[0], -1)
+    out = rows.new_empty(rows.shape[0], mlp.fc2.out_features)
     for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
         block = slice(start, start + INFERENCE_CHUNK_ROWS)
         h = linear_tanh_gelu(mlp.fc1, rows[block])

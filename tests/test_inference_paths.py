@@ -57,6 +57,40 @@ def test_fft_buffers_reused_across_calls_stay_correct(small_blocks):
     assert {"fft_input", "fft_filter"} <= workspace.keys()
 
 
+def random_biases(model: nn.Module) -> nn.Module:
+    """``model`` with every bias drawn at random (they start at zero, which would hide a bias handled wrongly)."""
+    generator = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+@pytest.mark.parametrize("taps", [1, 2, 3, 5])
+@pytest.mark.parametrize("L", [1, 2, 4, 40])
+def test_short_filter_of_a_projection_without_its_bias(taps, L):
+    """The projection bias folded through the short filter == the filter of the biased projection (zeros before the
+    sequence, bias included), in float64; with and without the filter's own bias."""
+    generator = torch.Generator().manual_seed(taps * 10 + L)
+    projected, weight = (
+        torch.randn(2, 6, L, generator=generator, dtype=torch.float64),
+        torch.randn(6, taps, dtype=torch.float64, generator=generator),
+    )
+    projection_bias, bias = (
+        torch.randn(6, generator=generator, dtype=torch.float64),
+        torch.randn(6, generator=generator, dtype=torch.float64),
+    )
+    for filter_bias in (bias, None):
+        expected = ops_cpu.shifted_depthwise_conv(
+            projected + projection_bias[:, None], weight, filter_bias, torch.empty_like(projected)
+        )
+        got = ops_cpu.short_filter_of_projection(
+            projected, projection_bias, weight, filter_bias, torch.empty_like(projected)
+        )
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("taps", [1, 2, 3, 5])
 @pytest.mark.parametrize("L", [1, 2, 4, 40])
 def test_shifted_short_filter_equals_the_convolution(taps, L):
@@ -155,8 +189,8 @@ def _count_blocked_calls(monkeypatch):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_inference_paths_equal_the_autograd_path(variant, small_blocks, monkeypatch):
     """no_grad forward (blocked mixer, row-blocked MLP, shifted short filter) == the forward that autograd records,
-    with and without left padding, in float32 and float64."""
-    model = tiny_model(**VARIANTS[variant])
+    with and without left padding, in float32 and float64, all biases non-zero."""
+    model = random_biases(tiny_model(**VARIANTS[variant]))
     calls = _count_blocked_calls(monkeypatch)
     ids = torch.randint(1, 50, (2, 37), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
@@ -360,7 +394,7 @@ def test_backbone_engine_equals_the_module_path(variant, small_blocks, monkeypat
     float32 and float64, with and without left padding; the caller's embeddings stay intact."""
     cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
     monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
-    model = tiny_model(**VARIANTS[variant])
+    model = random_biases(tiny_model(**VARIANTS[variant]))
     ids = torch.randint(1, 50, (2, 37), generator=torch.Generator().manual_seed(8))
     mask = torch.ones_like(ids)
     mask[1, :9] = 0
