@@ -4,13 +4,39 @@ discretisation and its shift SSM."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:
-    """(C, N) poles and residues -> (C, seqlen) real filters Re sum_n R_n p_n^t."""
-    t = torch.arange(seqlen, device=poles.device, dtype=poles.real.dtype)
-    return torch.einsum("cn,cnl->cl", residues, pole_powers(poles, t)).real
+    """(C, N) poles and residues -> (C, seqlen) real filters Re sum_n R_n p_n^t.
+
+    With t = j m + i (m about sqrt(seqlen)), p^t = p^(jm) p^i, so each channel's filter is the real part of a
+    (seqlen/m, N) by (N, m) matrix product: one real GEMM of inner size 2N, and (seqlen/m + m) complex exponentials
+    per mode instead of seqlen (which cost 80 % of a modal model's forward on CPU)."""
+    m = _inner_length(seqlen)
+    real = poles.real.dtype
+    outer = residues.unsqueeze(-1) * _powers(poles, m * torch.arange(-(-seqlen // m), device=poles.device, dtype=real))
+    inner = _powers(poles, torch.arange(m, device=poles.device, dtype=real))
+    # Re(sum_n a_n b_n) = sum_n (Re a_n Re b_n - Im a_n Im b_n)
+    rows = torch.cat([outer.real, -outer.imag], dim=-2).transpose(-1, -2)  # (C, seqlen/m, 2N)
+    columns = torch.cat([inner.real, inner.imag], dim=-2)  # (C, 2N, m)
+    return torch.matmul(rows, columns).flatten(-2)[..., :seqlen]
+
+
+def _inner_length(seqlen: int) -> int:
+    """The block length m of the t = j m + i split: about sqrt(seqlen), which minimises the exponentials."""
+    return max(1, math.isqrt(max(seqlen - 1, 0)) + 1)
+
+
+def _powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    """``pole_powers`` evaluated in float64 (where the device has it) and returned in the poles' dtype: p^e through
+    exp(e log p) in float32 loses e * 6e-8 radians of phase (0.06 at e = 1M); only O(C N sqrt(L)) values are computed
+    here, so the wider type costs nothing measurable."""
+    if poles.dtype == torch.complex128 or poles.device.type == "mps":
+        return pole_powers(poles, exponents)
+    return pole_powers(poles.to(torch.complex128), exponents.to(torch.float64)).to(poles.dtype)
 
 
 def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
@@ -20,17 +46,27 @@ def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.log(safe).unsqueeze(-1) * exponents)
 
 
-def decayed_sum(u: torch.Tensor, poles: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """sum_t p^(T-1-t) u_t for ``u: (B, C, T)`` and ``poles: (C, N)`` -> ``(B, C, N)`` complex: the state a diagonal
-    recurrence ``s <- p s + u`` reaches after T inputs. Chunked so memory stays O(C N chunk) at any T."""
+def decayed_sum(u: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
+    """sum_t p^(T-1-t) u_t for real ``u: (B, C, T)`` and ``poles: (C, N)`` -> ``(B, C, N)`` complex: the state a
+    diagonal recurrence ``s <- p s + u`` reaches after T inputs.
+
+    The last J m inputs (m about sqrt(T)) split as t = T - J m + j m + i, the exponent as (J-1-j) m + (m-1-i): a real
+    GEMM of each channel's (J, m) inputs by its (m, 2N) powers p^(m-1-i), then a sum over j weighted by p^((J-1-j) m);
+    the first T - J m inputs (fewer than m) are summed directly. Memory stays O(C N (J + m)) beyond the input."""
     seqlen = u.shape[-1]
-    state = u.new_zeros(u.shape[0], *poles.shape, dtype=poles.dtype)
-    for start in range(0, seqlen, chunk):
-        block = u[..., start : start + chunk]
-        n = block.shape[-1]
-        exponents = torch.arange(n - 1, -1, -1, device=u.device, dtype=poles.real.dtype)
-        powers = pole_powers(poles, exponents)  # (C, N, n)
-        state = state * powers[..., 0] * poles + torch.einsum("bct,cnt->bcn", block.to(poles.dtype), powers)
+    m = _inner_length(seqlen)
+    blocks, head = divmod(seqlen, m)
+    real = poles.real.dtype
+    u = u.to(real)
+    inner = _powers(poles, torch.arange(m - 1, -1, -1, device=u.device, dtype=real))  # (C, N, m)
+    columns = torch.cat([inner.real, inner.imag], dim=-2).transpose(-1, -2)  # (C, m, 2N)
+    by_block = torch.matmul(u[..., head:].unflatten(-1, (blocks, m)), columns)  # (B, C, J, 2N)
+    by_block = torch.complex(*by_block.chunk(2, dim=-1))
+    weights = _powers(poles, m * torch.arange(blocks - 1, -1, -1, device=u.device, dtype=real))  # (C, N, J)
+    state = torch.einsum("bcjn,cnj->bcn", by_block, weights)
+    if head:  # the first inputs, decayed by p^(T-1-t) = p^(J m) p^(head-1-t)
+        first = torch.einsum("bct,cnt->bcn", u[..., :head].to(poles.dtype), inner[..., m - head :])
+        state = state + first * _powers(poles, torch.tensor([blocks * m], device=u.device, dtype=real))[..., 0]
     return state
 
 
