@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .decoding import prefill_recorder
 from .model_inputs import ModelInputs
 from .ops_cpu import (
     INFERENCE_CHUNK_ROWS,
@@ -52,14 +53,14 @@ def _plain_model(model: nn.Module) -> bool:
 
 def backbone_serves(model, inputs: ModelInputs, cache, outputs_asked: bool) -> bool:
     """Whether :func:`backbone_forward` serves this forward of ``model`` (a HyenaModel): CPU inference in eval
-    mode of (B, L, d) tensors of at least ``MIN_TENSOR_BYTES``, without a decoding state or per-layer outputs, plain
-    modules, one floating dtype throughout (float32 or float64)."""
+    mode of (B, L, d) tensors of at least ``MIN_TENSOR_BYTES``, without per-layer outputs or a decoding state other
+    than an empty one to fill (a prefill), plain modules, one floating dtype throughout (float32 or float64)."""
     embeds = inputs.embeds
     dtype = embeds.dtype
     return (
         embeds.device.type == "cpu"
         and embeds.numel() * embeds.element_size() >= MIN_TENSOR_BYTES
-        and cache is None
+        and (cache is None or not cache.is_initialized)
         and not outputs_asked
         and dtype in (torch.float32, torch.float64)
         and all(p.dtype == dtype for p in model.parameters())
@@ -101,29 +102,33 @@ def _out_projection_into(linear: nn.Linear, gated: torch.Tensor, out: torch.Tens
     return torch.baddbmm(linear.bias, gated.mT, weight, out=out)
 
 
-def _mixer_into(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict) -> torch.Tensor:
-    """The block's mixer on ``x (B, L, d)``: a Hyena mixer into the branch buffer; H3 and attention mixers are
-    called as modules (their fresh output is returned)."""
+def _mixer_into(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict, state) -> torch.Tensor:
+    """The block's mixer on ``x (B, L, d)``, filling its decoding ``state`` of a prefill (or None): a Hyena mixer
+    into the branch buffer; H3 and attention mixers are called as modules (their fresh output is returned)."""
     mixer = block.mixer
     if block.mixer_type == "attention":
-        return mixer(x, inputs.attention, inputs.positions, None, False)[0]
+        return mixer(x, inputs.attention, inputs.positions, state, False)[0]
     if block.mixer_type == "h3" or not channel_blocks_apply(mixer, x):
-        return mixer(x, inputs.padding, None)
+        return mixer(x, inputs.padding, state)
     bsz, seqlen, d = x.shape
     gated = reused_buffer(buffers, "gated", (bsz, d, seqlen), x)
-    hyena_mixer_in_channel_blocks(mixer, x, inputs.padding, out=gated, workspace=buffers)
+    record = prefill_recorder(mixer, state)
+    hyena_mixer_in_channel_blocks(mixer, x, inputs.padding, out=gated, workspace=buffers, record_prefill=record)
     return _out_projection_into(mixer.out_proj, gated, reused_buffer(buffers, "branch", x.shape, x))
 
 
-def backbone_forward(model, inputs: ModelInputs) -> torch.Tensor:
+def backbone_forward(model, inputs: ModelInputs, cache=None) -> torch.Tensor:
     """The final hidden states ``(B, L, d)`` of ``model`` (a HyenaModel) for ``inputs``, by the blocks in reused
-    buffers (see the module docstring); a caller's embeddings are left intact (the model's own are the first
-    residual)."""
+    buffers (see the module docstring), filling ``cache`` (a prefill's empty HyenaCache, or None) as the module path
+    does; a caller's embeddings are left intact (the model's own are the first residual)."""
     residual = inputs.embeds if inputs.embeds_owned else inputs.embeds.clone()
     normed = torch.empty_like(residual)
     buffers: dict = {}
-    for block in model.layers:
-        branch = _mixer_into(block, _layer_norm_into(block.norm1, residual, normed), inputs, buffers)
+    for i, block in enumerate(model.layers):
+        state = None if cache is None else cache.layers[i]
+        branch = _mixer_into(block, _layer_norm_into(block.norm1, residual, normed), inputs, buffers, state)
         residual.add_(branch)
         _add_mlp_of_norm(block.norm2, block.mlp, residual)
+    if cache is not None:
+        cache.seen_tokens = inputs.total
     return _layer_norm_into(model.norm_f, residual, normed)  # the last normalised input is no longer needed

@@ -35,6 +35,23 @@ def hyena_prefill_step(state, step: int, u: torch.Tensor) -> None:
         state.append(step, u)
 
 
+def prefill_recorder(mixer, state):
+    """None without a state; else what the CPU inference engine calls after a prefill of ``mixer`` (see
+    :func:`hyena_hf.ops_cpu.hyena_mixer_in_channel_blocks`) to fill ``state`` as the module path does: the short
+    filter's window, the step parameters and each order step's input."""
+    if state is None:
+        return None
+
+    def record(last_inputs, filters, skip, conv_inputs) -> None:
+        if last_inputs is not None:
+            state.update_conv_state(last_inputs, conv_kernel_size=mixer.config.short_filter_order - 1)
+        state.step_params = hyena_step_parameters(mixer, filters, skip, state)
+        for step, u in enumerate(conv_inputs):
+            hyena_prefill_step(state, step, u)
+
+    return record
+
+
 def hyena_step(
     mixer, hidden_states: torch.Tensor, state: HyenaConvState, padding_mask: torch.Tensor | None = None
 ) -> torch.Tensor:

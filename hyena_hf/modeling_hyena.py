@@ -29,7 +29,7 @@ from .attention_functions import apply_rotary, attention_function, rotary_inv_fr
 from .cache_hyena import H3State, HyenaCache, HyenaConvState
 from .configuration_hyena import HyenaConfig
 from .cpu_backbone import backbone_forward, backbone_serves
-from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters
+from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters, prefill_recorder
 from .diagonal_recurrence import bilinear_discretisation, modal_impulse_response, shift_ssm_kernel
 from .initialization import init_h3, init_implicit_filter, init_modal_filter, init_rotary, init_standard_module
 from .losses import causal_lm_loss
@@ -189,7 +189,7 @@ class HyenaOperator(nn.Module):
         # The engine: recurrent decoding after a prefill, CPU inference in channel blocks, or the steps below.
         if state is not None and state.step_params is not None:
             return hyena_step(self, hidden_states, state, padding_mask)
-        gated = None if state is not None else ops_cpu.hyena_mixer_inference(self, hidden_states, padding_mask)
+        gated = ops_cpu.hyena_mixer_inference(self, hidden_states, padding_mask, prefill_recorder(self, state))
         if gated is not None:
             return self.out_proj(gated.mT)
         seqlen = hidden_states.shape[1]
@@ -468,7 +468,8 @@ class HyenaModel(HyenaPreTrainedModel):
                 self, inputs_embeds, past_key_values, output_hidden_states, output_attentions
             )
         if backbone_serves(self, inputs, past_key_values, output_hidden_states or output_attentions):
-            return BaseModelOutputWithPast(backbone_forward(self, inputs))  # CPU inference in reused buffers
+            hidden_states = backbone_forward(self, inputs, past_key_values)  # CPU inference in reused buffers
+            return BaseModelOutputWithPast(hidden_states, past_key_values)
         hidden_states, residual = inputs.embeds, None
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None

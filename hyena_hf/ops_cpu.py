@@ -268,12 +268,18 @@ def hyena_mixer_in_channel_blocks(
     padding_mask: torch.Tensor | None,
     out: torch.Tensor | None = None,
     workspace: dict | None = None,
+    record_prefill=None,
 ) -> torch.Tensor:
     """A Hyena mixer from ``hidden_states (B, L, d)`` to the gated output ``(B, d, L)`` before out_proj (into ``out``
     when given). Everything between in_proj and out_proj acts on each channel separately, so inference runs it a
     block of channels at a time: the projection rows, short filter, filters and gated long convolutions of a block.
     Only the output is full size; the per-block buffers come from ``workspace`` (see :func:`reused_buffer`).
-    ``padding_mask``: ``(B, 1, L)`` multiplier or None."""
+    ``padding_mask``: ``(B, 1, L)`` multiplier or None.
+
+    ``record_prefill`` (a prefill's decoding state, see :func:`hyena_hf.decoding.prefill_recorder`) is called at the
+    end with what the module path records: the short filter's last inputs ``(B, (order+1) d, <= k-1)``, the filters
+    ``(order-1, d, L)`` (None for modal filters, whose state reads the poles), the skips ``(order-1, d)`` or None, and
+    the input of each long convolution ``(B, d, L)``."""
     d, order = mixer.config.hidden_size, mixer.config.hyena_order
     steps, groups = order - 1, order + 1  # long convolutions; projections x_0 .. x_{order-1}, v
     bsz, seqlen, _ = hidden_states.shape
@@ -296,6 +302,10 @@ def hyena_mixer_in_channel_blocks(
     filters = None
     if torch.is_tensor(features):
         filters = reused_buffer(workspace, "filters", (min(block, d) * steps, seqlen), features)
+    conv_inputs = None
+    if record_prefill is not None:  # a prefill keeps every convolution's input, and the whole filters (exact state)
+        conv_inputs = hidden_states.new_empty(steps, bsz, d, seqlen)
+        filters = None if filters is None else features.new_empty(d * steps, seqlen)
     for c0 in range(0, d, block):
         c1 = min(d, c0 + block)
         rows = (c1 - c0) * groups
@@ -311,12 +321,18 @@ def hyena_mixer_in_channel_blocks(
             shifted_depthwise_conv(u.mul_(padding_mask), block_conv_w, block_conv_b, uc)
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
         filter_rows = slice(c0 * steps, c1 * steps)
-        h = mixer.filter.filters_for(features, filter_rows, None if filters is None else filters[: (c1 - c0) * steps])
-        h = h.view(c1 - c0, steps, seqlen)
+        filters_out = (
+            None
+            if filters is None
+            else filters[filter_rows if conv_inputs is not None else slice(0, (c1 - c0) * steps)]
+        )
+        h = mixer.filter.filters_for(features, filter_rows, filters_out).view(c1 - c0, steps, seqlen)
         v = xs[-1]
         for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
             pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
             last = o == steps - 1
+            if conv_inputs is not None:  # the gated input, as the module path records it
+                v, pre_gate = torch.mul(v, pre_gate, out=conv_inputs[o, :, c0:c1]), None
             v = long_conv_torch(
                 v,
                 h[:, o],
@@ -326,6 +342,15 @@ def hyena_mixer_in_channel_blocks(
                 out=out[:, c0:c1] if last else None,
                 workspace=workspace,
             )
+    if record_prefill is not None:
+        window = mixer.config.short_filter_order - 1
+        last_inputs = None
+        if window > 0:
+            last_inputs = linear_channels_first(mixer.in_proj, hidden_states[:, -window:])
+            if padding_mask is not None:
+                last_inputs = last_inputs * padding_mask[..., -window:]
+        full_filters = None if filters is None else filters.view(d, steps, seqlen).transpose(0, 1)
+        record_prefill(last_inputs, full_filters, None if skip is None else skip.t(), conv_inputs.unbind(0))
     return out
 
 
@@ -373,12 +398,13 @@ def mlp_in_row_blocks(mlp, x: torch.Tensor) -> torch.Tensor:
     return out.view(*x.shape[:-1], -1)
 
 
-def hyena_mixer_inference(mixer, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None):
+def hyena_mixer_inference(mixer, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None, record_prefill=None):
     """The CPU inference engine of a Hyena mixer: its gated output ``(B, d, L)`` before out_proj by
-    :func:`hyena_mixer_in_channel_blocks` where that serves the call (:func:`channel_blocks_apply`), else None."""
+    :func:`hyena_mixer_in_channel_blocks` where that serves the call (:func:`channel_blocks_apply`), else None;
+    ``record_prefill`` as there."""
     if not channel_blocks_apply(mixer, hidden_states):
         return None
-    return hyena_mixer_in_channel_blocks(mixer, hidden_states, padding_mask)
+    return hyena_mixer_in_channel_blocks(mixer, hidden_states, padding_mask, record_prefill=record_prefill)
 
 
 def mlp_inference(mlp, x: torch.Tensor):

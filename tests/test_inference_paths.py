@@ -182,7 +182,9 @@ def test_filter_engines_equal_their_references(monkeypatch):
 def _count_blocked_calls(monkeypatch):
     calls = []
     original = ops_cpu.hyena_mixer_in_channel_blocks
-    monkeypatch.setattr(ops_cpu, "hyena_mixer_in_channel_blocks", lambda *args: calls.append(1) or original(*args))
+    monkeypatch.setattr(
+        ops_cpu, "hyena_mixer_in_channel_blocks", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    )
     return calls
 
 
@@ -420,8 +422,8 @@ def test_backbone_engine_equals_the_module_path(variant, small_blocks, monkeypat
 
 
 def test_backbone_engine_only_where_it_serves(monkeypatch):
-    """Per-layer outputs, a decoding cache, hooks, training mode, half precision, autograd and small tensors take
-    the module path."""
+    """Per-layer outputs, a cache already filled (decoding), hooks, training mode, half precision, autograd and small
+    tensors take the module path; a prefill filling an empty cache takes the engine."""
     cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
     model = tiny_model()
     ids = torch.randint(1, 50, (1, 16))
@@ -432,7 +434,9 @@ def test_backbone_engine_only_where_it_serves(monkeypatch):
         model(ids, use_cache=False)
         assert calls == [1]
         model(ids, use_cache=False, output_hidden_states=True)
-        model(ids, use_cache=True)
+        cache = model(ids, use_cache=True).past_key_values
+        assert calls == [1, 1] and cache.get_seq_length() == 16
+        model(ids[:, :3], past_key_values=cache, use_cache=True)
         for register in (
             model.backbone.layers[0].mlp.register_forward_pre_hook,
             model.backbone.norm_f.register_forward_hook,
@@ -446,7 +450,63 @@ def test_backbone_engine_only_where_it_serves(monkeypatch):
         model.to(torch.bfloat16)(ids, use_cache=False)
         model.float()
     model(ids, use_cache=False)  # autograd
-    assert calls == [1]
+    assert calls == [1, 1, 1]
     with torch.no_grad():
         model(ids, use_cache=False)
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]
+
+
+def _state_tensors(layer) -> list:
+    """Every tensor a cache layer holds: KV, conv and recurrent states, exact histories, step parameters."""
+    found = []
+
+    def collect(value):
+        if torch.is_tensor(value):
+            found.append(value.detach())
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, dict):
+            for key in sorted(value):
+                collect(value[key])
+
+    for name in ("keys", "values", "conv_states", "recurrent_states", "history", "step_params"):
+        collect(getattr(layer, name, None))
+    if hasattr(layer, "lengths"):
+        found.append(torch.tensor(layer.lengths))
+    return found
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_prefill_through_the_engines_leaves_the_module_paths_state(variant, small_blocks, monkeypatch):
+    """A prefill through the CPU engines (backbone and channel-blocked mixer, no autograd) fills the decoding cache
+    with what the module path (autograd on) leaves: every state tensor and step parameter, with and without left
+    padding (left, and right where the short filter's window holds padding), in float64, all biases non-zero; the
+    next tokens continue alike from both."""
+    cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
+    monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+    model = random_biases(tiny_model(**VARIANTS[variant])).double()
+    ids = torch.randint(1, 50, (2, 29), generator=torch.Generator().manual_seed(5))
+    new_ids = torch.randint(1, 50, (2, 3), generator=torch.Generator().manual_seed(6))
+    mask, right_padded = torch.ones_like(ids), torch.ones_like(ids)
+    mask[1, :7] = 0
+    right_padded[0, -2:] = 0  # the short filter's window then holds padding
+    for attention_mask in (None, mask, right_padded):
+        with torch.no_grad():
+            engine = model(ids, attention_mask=attention_mask, use_cache=True)
+        module = model(ids, attention_mask=attention_mask, use_cache=True)
+        assert (engine.logits - module.logits.detach()).abs().max() <= 1e-12 * module.logits.abs().max()
+        for engine_layer, module_layer in zip(engine.past_key_values.layers, module.past_key_values.layers):
+            engine_state, module_state = _state_tensors(engine_layer), _state_tensors(module_layer)
+            assert len(engine_state) == len(module_state) > 0
+            for got, expected in zip(engine_state, module_state):
+                assert got.shape == expected.shape
+                assert (got - expected).abs().max() <= 1e-12 * max(expected.abs().max(), 1)
+        full_mask = None if attention_mask is None else torch.cat([attention_mask, torch.ones_like(new_ids)], 1)
+        with torch.no_grad():
+            after_engine, after_module = (
+                model(new_ids, attention_mask=full_mask, past_key_values=out.past_key_values).logits
+                for out in (engine, module)
+            )
+        assert (after_engine - after_module).abs().max() <= 1e-12 * after_module.abs().max()
+    assert calls == [1, 1, 1]
