@@ -1,7 +1,7 @@
 """How far the CPU forward is from its GEMM floor: forward time, the profiler's share of time in GEMMs
-(aten::mm / addmm / bmm / baddbmm: the dense layers any implementation pays; a GEMM with a fused activation counts
-only as the same GEMM timed alone) and time / GEMM floor, for Hyena and
-the same-size GPT-2 (SDPA). Inference (no grad), batch 1, ``logits_to_keep=1``; the CPU model goes into the JSON.
+(aten::mm / addmm / bmm / baddbmm and their in-place forms: the dense layers any implementation pays; a GEMM with a
+fused activation counts only as the same GEMM timed alone) and time / GEMM floor, for Hyena and the same-size GPT-2
+(SDPA). Inference (no grad), batch 1, ``logits_to_keep=1``; the CPU model goes into the JSON.
 
     python benchmarks/bench_floor.py --lengths 1024 2048 8192 16384 32768
     python benchmarks/bench_floor.py --lengths 262144 1048576 --layers 2 --vocab 12 --no-gpt2 --repeats 1
@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.timing import cpu_model, median_seconds, peak_memory_bytes
 
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# with their in-place forms (a GEMM accumulating into its output, e.g. fc2 into the residual stream)
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmm_", "aten::baddbmm_")
 # A GEMM with its activation fused into the epilogue: only the time of the same GEMM without it counts as floor
 # (replayed alone by unfused_gemm_seconds), the epilogue's time counts as the model's own.
 FUSED_GEMM_OPS = ("mkldnn::_linear_pointwise",)
