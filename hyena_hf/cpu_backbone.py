@@ -1,16 +1,17 @@
-"""The CPU inference engine of the whole backbone: every block's (B, L, d) tensors live in four buffers reused from
+"""The CPU inference engine of the whole backbone: every block's (B, L, d) tensors live in three buffers reused from
 block to block, where the module path allocates five fresh ones per block.
 
 At long lengths a fresh tensor costs more in page faults than the arithmetic done on it (1 GiB per tensor at 1M
 tokens and width 256; glibc maps every allocation over 32 MB afresh), so the blocks run as
 
-    R = embeddings;  for each block:  X = LN1(R);  Y = mixer(X);  R += Y;  R += MLP(LN2(R))
+    R = embeddings;  for each block:  X = LN1(R);  R += mixer(X);  R += MLP(LN2(R))
     output = LN_f(R)
 
-with the residual stream R, the normalised input X, the branch output Y and the Hyena mixer's channels-first output
-in fixed buffers. The MLP half runs a block of rows at a time, from LN2 to fc2's GEMM accumulating into R, on rows
-still in cache. Its twin is the module path of :class:`~hyena_hf.modeling_hyena.HyenaModel` (the blocks called
-one by one), compared in ``tests/test_inference_paths.py``.
+with the residual stream R, the normalised input X and the Hyena mixer's channels-first output in fixed buffers.
+The out projection and fc2 are GEMMs accumulating into R (no branch tensor); the MLP half runs a block of rows at a
+time, from LN2 to fc2, on rows still in cache. Its twin is the module path of
+:class:`~hyena_hf.modeling_hyena.HyenaModel` (the blocks called one by one), compared in
+``tests/test_inference_paths.py``.
 """
 
 from __future__ import annotations
@@ -93,28 +94,28 @@ def _add_mlp_of_norm(norm: nn.LayerNorm, mlp, residual: torch.Tensor) -> torch.T
     return residual
 
 
-def _out_projection_into(linear: nn.Linear, gated: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``linear(gated.mT)`` for the channels-first ``gated (B, d, L)``, written into ``out (B, L, d)`` by one batched
-    GEMM (the transpose is read in place)."""
-    weight = linear.weight.t().expand(gated.shape[0], -1, -1)
-    if linear.bias is None:
-        return torch.bmm(gated.mT, weight, out=out)
-    return torch.baddbmm(linear.bias, gated.mT, weight, out=out)
+def _add_out_projection(linear: nn.Linear, gated: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``residual += linear(gated.mT)`` for the channels-first ``gated (B, d, L)`` and ``residual (B, L, d)``: one
+    batched GEMM accumulating into the residual (the transpose read in place), then the bias; no branch tensor."""
+    residual.baddbmm_(gated.mT, linear.weight.t().expand(gated.shape[0], -1, -1))
+    return residual if linear.bias is None else residual.add_(linear.bias)
 
 
-def _mixer_into(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict, state) -> torch.Tensor:
-    """The block's mixer on ``x (B, L, d)``, filling its decoding ``state`` of a prefill (or None): a Hyena mixer
-    into the branch buffer; H3 and attention mixers are called as modules (their fresh output is returned)."""
+def _add_mixer(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict, state, residual: torch.Tensor) -> None:
+    """``residual += mixer(x)`` for ``x`` and ``residual (B, L, d)``, filling the mixer's decoding ``state`` of a
+    prefill (or None): a Hyena mixer through the channel-blocked engine and an out projection accumulating into the
+    residual; H3 and attention mixers are called as modules."""
     mixer = block.mixer
     if block.mixer_type == "attention":
-        return mixer(x, inputs.attention, inputs.positions, state, False)[0]
-    if block.mixer_type == "h3" or not channel_blocks_apply(mixer, x):
-        return mixer(x, inputs.padding, state)
-    bsz, seqlen, d = x.shape
-    gated = reused_buffer(buffers, "gated", (bsz, d, seqlen), x)
-    record = prefill_recorder(mixer, state)
-    hyena_mixer_in_channel_blocks(mixer, x, inputs.padding, out=gated, workspace=buffers, record_prefill=record)
-    return _out_projection_into(mixer.out_proj, gated, reused_buffer(buffers, "branch", x.shape, x))
+        residual.add_(mixer(x, inputs.attention, inputs.positions, state, False)[0])
+    elif block.mixer_type == "h3" or not channel_blocks_apply(mixer, x):
+        residual.add_(mixer(x, inputs.padding, state))
+    else:
+        bsz, seqlen, d = x.shape
+        gated = reused_buffer(buffers, "gated", (bsz, d, seqlen), x)
+        record = prefill_recorder(mixer, state)
+        hyena_mixer_in_channel_blocks(mixer, x, inputs.padding, out=gated, workspace=buffers, record_prefill=record)
+        _add_out_projection(mixer.out_proj, gated, residual)
 
 
 def backbone_forward(model, inputs: ModelInputs, cache=None) -> torch.Tensor:
@@ -126,8 +127,7 @@ def backbone_forward(model, inputs: ModelInputs, cache=None) -> torch.Tensor:
     buffers: dict = {}
     for i, block in enumerate(model.layers):
         state = None if cache is None else cache.layers[i]
-        branch = _mixer_into(block, _layer_norm_into(block.norm1, residual, normed), inputs, buffers, state)
-        residual.add_(branch)
+        _add_mixer(block, _layer_norm_into(block.norm1, residual, normed), inputs, buffers, state, residual)
         _add_mlp_of_norm(block.norm2, block.mlp, residual)
     if cache is not None:
         cache.seen_tokens = inputs.total
