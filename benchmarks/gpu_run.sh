@@ -99,6 +99,8 @@ if wants model; then
         --gpt2-max-length 65536 --out "$OUT_DIR/model"
     run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
         --gpt2-max-length 65536 --out "$OUT_DIR/model"
+    run mixers "$PY" benchmarks/bench_mixers.py --length "${MODEL_LENGTHS[-1]}" --dtype bfloat16 --repeats "$REPEATS" \
+        --out "$OUT_DIR/model"
 fi
 echo "results in $OUT_DIR:"; find "$OUT_DIR" -type f | sort
 exit $STATUS
