@@ -31,10 +31,10 @@ def _inner_length(seqlen: int) -> int:
 
 
 def _powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    """``pole_powers`` evaluated in float64 (where the device has it) and returned in the poles' dtype: p^e through
+    """``pole_powers`` evaluated in float64 (on CPU and CUDA) and returned in the poles' dtype: p^e through
     exp(e log p) in float32 loses e * 6e-8 radians of phase (0.06 at e = 1M); only O(C N sqrt(L)) values are computed
     here, so the wider type costs nothing measurable."""
-    if poles.dtype == torch.complex128 or poles.device.type == "mps":
+    if poles.dtype == torch.complex128 or poles.device.type not in ("cpu", "cuda"):  # MPS has no float64
         return pole_powers(poles, exponents)
     return pole_powers(poles.to(torch.complex128), exponents.to(torch.float64)).to(poles.dtype)
 
