@@ -302,10 +302,11 @@ def hyena_mixer_in_channel_blocks(
     filters = None
     if torch.is_tensor(features):
         filters = reused_buffer(workspace, "filters", (min(block, d) * steps, seqlen), features)
-    conv_inputs = None
-    if record_prefill is not None:  # a prefill keeps every convolution's input, and the whole filters (exact state)
-        conv_inputs = hidden_states.new_empty(steps, bsz, d, seqlen)
-        filters = None if filters is None else features.new_empty(d * steps, seqlen)
+    # A prefill keeps every convolution's input, and (exact states, implicit filters) every filter.
+    conv_inputs = None if record_prefill is None else hidden_states.new_empty(steps, bsz, d, seqlen)
+    whole_filters = record_prefill is not None and filters is not None
+    if whole_filters:
+        filters = features.new_empty(d * steps, seqlen)
     for c0 in range(0, d, block):
         c1 = min(d, c0 + block)
         rows = (c1 - c0) * groups
@@ -321,12 +322,8 @@ def hyena_mixer_in_channel_blocks(
             shifted_depthwise_conv(u.mul_(padding_mask), block_conv_w, block_conv_b, uc)
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
         filter_rows = slice(c0 * steps, c1 * steps)
-        filters_out = (
-            None
-            if filters is None
-            else filters[filter_rows if conv_inputs is not None else slice(0, (c1 - c0) * steps)]
-        )
-        h = mixer.filter.filters_for(features, filter_rows, filters_out).view(c1 - c0, steps, seqlen)
+        into = None if filters is None else filters[filter_rows] if whole_filters else filters[: (c1 - c0) * steps]
+        h = mixer.filter.filters_for(features, filter_rows, into).view(c1 - c0, steps, seqlen)
         v = xs[-1]
         for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
             pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
@@ -349,7 +346,7 @@ def hyena_mixer_in_channel_blocks(
             last_inputs = linear_channels_first(mixer.in_proj, hidden_states[:, -window:])
             if padding_mask is not None:
                 last_inputs = last_inputs * padding_mask[..., -window:]
-        full_filters = None if filters is None else filters.view(d, steps, seqlen).transpose(0, 1)
+        full_filters = filters.view(d, steps, seqlen).transpose(0, 1) if whole_filters else None
         record_prefill(last_inputs, full_filters, None if skip is None else skip.t(), conv_inputs.unbind(0))
     return out
 
