@@ -13,7 +13,7 @@ import torch
 from .cache_hyena import H3State, HyenaConvState, ModalState
 from .diagonal_recurrence import decayed_sum
 from .ops import compute_dtype
-from .ops_cpu import short_conv_last_output
+from .ops_cpu import convolution_at_last_position, short_conv_last_output
 
 
 def hyena_step_parameters(mixer, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
@@ -87,7 +87,7 @@ def hyena_step(
                 v = (residues[o] * s).sum(-1).real.to(dtype)
             else:  # exact causal convolution sum over the whole history
                 history = state.append(o, u[..., None])
-                v = (history * h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].to(dtype)).sum(-1)
+                v = convolution_at_last_position(history, h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].to(dtype))
             if skip is not None:
                 v = v + skip[o].to(dtype) * u
         outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))

@@ -41,6 +41,21 @@ def test_prefill_plus_steps_equals_full_forward(variant, dtype, atol, device):
     assert cache.get_seq_length() == 30
 
 
+@pytest.mark.parametrize("product_max", [0, 1 << 40])
+def test_exact_decoding_by_either_history_sum(product_max, device, monkeypatch):
+    """Exact decoding steps == the full forward with the convolution sum over the history taken either way (the
+    product-then-sum, or the batched dot product used for large (B, C, T))."""
+    import hyena_hf.ops_cpu as ops_cpu
+
+    monkeypatch.setattr(ops_cpu, "HISTORY_PRODUCT_MAX_ELEMENTS", product_max)
+    model = tiny_model(hyena_order=3).to(device).to(torch.float64)
+    ids = _ids(3, 26, seed=2)
+    with torch.no_grad():
+        full = model(ids).logits
+        stepped, _ = _stepwise_logits(model, ids, 5)
+    assert (stepped - full).abs().max() <= 1e-9 * full.abs().max()
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_cached_steps_with_left_padding(variant, device):
     model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
