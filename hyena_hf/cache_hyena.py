@@ -83,7 +83,9 @@ class HyenaConvState(_HyenaStateLayer):
         """Append ``u: (B, d, n)`` to order step ``step``; returns that step's whole history ``(B, d, T)``."""
         buf, used, n = self.history[step], self.lengths[step], u.shape[-1]
         if buf is None or used + n > buf.shape[-1]:
-            grown = u.new_zeros(*u.shape[:-1], max(2 * (used + n), 16))  # capacity doubling: O(T) amortised
+            # a prefill is kept at its size (a forward that never decodes holds T, not 2T); growth doubles, which
+            # keeps the copies O(T) amortised
+            grown = u.new_zeros(*u.shape[:-1], max(used + n if buf is None else 2 * (used + n), 16))
             if buf is not None:
                 grown[..., :used] = buf[..., :used]
             buf = self.history[step] = grown

@@ -163,6 +163,12 @@ def test_cache_memory_is_what_the_docs_state(device):
     assert state.shift.shape == (2, d, 8) and state.ssm.shape == (2, d, 4) and state.ssm.is_complex()
     assert all(b > 0 for b in cache.memory_bytes())
     assert isinstance(cache, HyenaCache) and cache.get_seq_length() == 13
+    with torch.no_grad():  # a prefill holds its own length (no spare capacity); decoding then doubles it
+        cache = model(_ids(2, 40), use_cache=True).past_key_values
+        assert [cache.layers[0].history[o].shape[-1] for o in range(2)] == [40, 40]
+        model(_ids(2, 1), past_key_values=cache)
+    assert [cache.layers[0].history[o].shape[-1] for o in range(2)] == [82, 82]
+    assert [cache.layers[0].history_view(o).shape[-1] for o in range(2)] == [41, 41]
 
 
 def test_cached_decoding_respects_the_length_limit(device):
