@@ -26,7 +26,7 @@ from .ops_cpu import (
     channel_blocks_apply,
     hyena_mixer_in_channel_blocks,
     inference_only,
-    linear_tanh_gelu,
+    mlp_in_row_blocks,
     reused_buffer,
     unhooked,
 )
@@ -80,20 +80,6 @@ def _layer_norm_into(norm: nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> 
     return out
 
 
-def _add_mlp_of_norm(norm: nn.LayerNorm, mlp, residual: torch.Tensor) -> torch.Tensor:
-    """``residual += mlp(norm(residual))`` for ``residual (B, L, d)``, a block of rows at a time: each block's
-    normalised rows and GELU activations stay in cache, and fc2's GEMM accumulates into the residual rows (no
-    full-size normalised copy, branch output or separate residual sum)."""
-    rows = residual.view(-1, residual.shape[-1])
-    for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
-        block = rows[start : start + INFERENCE_CHUNK_ROWS]
-        normed = nn.functional.layer_norm(block, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-        block.addmm_(linear_tanh_gelu(mlp.fc1, normed), mlp.fc2.weight.t())
-        if mlp.fc2.bias is not None:
-            block.add_(mlp.fc2.bias)
-    return residual
-
-
 def _add_out_projection(linear: nn.Linear, gated: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """``residual += linear(gated.mT)`` for the channels-first ``gated (B, d, L)`` and ``residual (B, L, d)``: one
     batched GEMM accumulating into the residual (the transpose read in place), then the bias; no branch tensor."""
@@ -120,15 +106,13 @@ def _add_mixer(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict, state
 
 def backbone_forward(model, inputs: ModelInputs, cache=None) -> torch.Tensor:
     """The final hidden states ``(B, L, d)`` of ``model`` (a HyenaModel) for ``inputs``, by the blocks in reused
-    buffers (see the module docstring), filling ``cache`` (a prefill's empty HyenaCache, or None) as the module path
-    does; a caller's embeddings are left intact (the model's own are the first residual)."""
+    buffers (see the module docstring), filling the layer states of ``cache`` (a prefill's empty HyenaCache, or None)
+    as the module path does; a caller's embeddings are left intact (the model's own are the first residual)."""
     residual = inputs.embeds if inputs.embeds_owned else inputs.embeds.clone()
     normed = torch.empty_like(residual)
     buffers: dict = {}
     for i, block in enumerate(model.layers):
         state = None if cache is None else cache.layers[i]
         _add_mixer(block, _layer_norm_into(block.norm1, residual, normed), inputs, buffers, state, residual)
-        _add_mlp_of_norm(block.norm2, block.mlp, residual)
-    if cache is not None:
-        cache.seen_tokens = inputs.total
+        mlp_in_row_blocks(block.mlp, residual, norm=block.norm2, add_to_input=True)
     return _layer_norm_into(model.norm_f, residual, normed)  # the last normalised input is no longer needed

@@ -467,9 +467,11 @@ class HyenaModel(HyenaPreTrainedModel):
             return model_inputs.empty_output(
                 self, inputs_embeds, past_key_values, output_hidden_states, output_attentions
             )
-        if backbone_serves(self, inputs, past_key_values, output_hidden_states or output_attentions):
-            hidden_states = backbone_forward(self, inputs, past_key_values)  # CPU inference in reused buffers
-            return BaseModelOutputWithPast(hidden_states, past_key_values)
+        engine = backbone_serves(self, inputs, past_key_values, output_hidden_states or output_attentions)
+        if past_key_values is not None:  # the tokens it will hold (read by prepare_model_inputs only, above)
+            past_key_values.seen_tokens = inputs.total
+        if engine:  # CPU inference in reused buffers
+            return BaseModelOutputWithPast(backbone_forward(self, inputs, past_key_values), past_key_values)
         hidden_states, residual = inputs.embeds, None
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -482,8 +484,6 @@ class HyenaModel(HyenaPreTrainedModel):
                 all_attentions += (weights,)
         residual = ops_cpu.residual_add(self.drop_f(hidden_states), residual, inputs.branches_unobserved)
         hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
-        if past_key_values is not None:
-            past_key_values.seen_tokens = inputs.total
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         return BaseModelOutputWithPast(hidden_states, past_key_values, all_hidden_states, all_attentions)

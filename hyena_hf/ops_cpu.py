@@ -314,14 +314,14 @@ def hyena_mixer_in_channel_blocks(
     # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
     workspace = {} if workspace is None else workspace  # also the FFT buffers, from block to block
     scratch = reused_buffer(workspace, "mixer_scratch", (2, bsz * min(block, d) * groups * seqlen), hidden_states)
-    filters = None
-    if torch.is_tensor(features):
-        filters = reused_buffer(workspace, "filters", (min(block, d) * steps, seqlen), features)
     # A prefill keeps every convolution's input, and (exact states, implicit filters) every filter.
     conv_inputs = None if record_prefill is None else hidden_states.new_empty(steps, bsz, d, seqlen)
-    whole_filters = record_prefill is not None and filters is not None
+    whole_filters = record_prefill is not None and torch.is_tensor(features)
+    filters = None
     if whole_filters:
         filters = features.new_empty(d * steps, seqlen)
+    elif torch.is_tensor(features):
+        filters = reused_buffer(workspace, "filters", (min(block, d) * steps, seqlen), features)
     for c0 in range(0, d, block):
         c1 = min(d, c0 + block)
         rows = (c1 - c0) * groups
@@ -394,20 +394,33 @@ def linear_tanh_gelu(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.gelu_(linear(x), approximate="tanh")
 
 
-def mlp_in_row_blocks(mlp, x: torch.Tensor) -> torch.Tensor:
-    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)``, a block of rows at a time: the
-    (rows, 4d) intermediate is reused and the GELU is fused into fc1 or runs in place. Its twin is the MLP's module
-    path."""
-    rows = x.reshape(-1, x.shape[-1])
-    out = rows.new_empty(rows.shape[0], mlp.fc2.out_features)
+def mlp_in_row_blocks(
+    mlp, x: torch.Tensor, norm: nn.LayerNorm | None = None, add_to_input: bool = False
+) -> torch.Tensor:
+    """fc1 -> tanh-GELU -> fc2 on ``x (..., d)`` (on ``norm(x)`` when a LayerNorm is given), a block of rows at a
+    time: each block's (rows, 4d) intermediate stays in cache and the GELU is fused into fc1 or runs in place. With
+    ``add_to_input`` the result is added into ``x`` (contiguous; the residual stream) by fc2's GEMM accumulating
+    into its rows, and ``x`` is returned; else a fresh tensor. Its twin is the MLP's module path (plus the norm and
+    the residual sum)."""
+    rows = x.view(-1, x.shape[-1]) if add_to_input else x.reshape(-1, x.shape[-1])
+    out = rows if add_to_input else rows.new_empty(rows.shape[0], mlp.fc2.out_features)
     for start in range(0, rows.shape[0], INFERENCE_CHUNK_ROWS):
         block = slice(start, start + INFERENCE_CHUNK_ROWS)
-        h = linear_tanh_gelu(mlp.fc1, rows[block])
-        if mlp.fc2.bias is None:
+        inputs = (
+            rows[block]
+            if norm is None
+            else nn.functional.layer_norm(rows[block], norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        )
+        h = linear_tanh_gelu(mlp.fc1, inputs)
+        if add_to_input:
+            out[block].addmm_(h, mlp.fc2.weight.t())
+            if mlp.fc2.bias is not None:
+                out[block].add_(mlp.fc2.bias)
+        elif mlp.fc2.bias is None:
             torch.mm(h, mlp.fc2.weight.t(), out=out[block])
         else:
             torch.addmm(mlp.fc2.bias, h, mlp.fc2.weight.t(), out=out[block])
-    return out.view(*x.shape[:-1], -1)
+    return x if add_to_input else out.view(*x.shape[:-1], -1)
 
 
 def hyena_mixer_inference(mixer, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None, record_prefill=None):
