@@ -158,8 +158,8 @@ def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype, workspace: di
 def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None, workspace: dict | None = None):
     """The forward of :func:`long_conv` without autograd, a block of channels at a time: the gated input and the
     filter go straight into zero-padded FFT buffers reused from block to block (and from call to call through
-    ``workspace``, see :func:`zero_padded`), spectral product and skip in place, post-gate writes the result (into
-    ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
+    ``workspace``, see :func:`zero_padded`), the skip folded into the filter's tap 0, spectral product in place,
+    post-gate writes the result (into ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
     n = _fast_fft_size(2 * seqlen)
@@ -172,10 +172,10 @@ def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = No
         spectrum = torch.fft.rfft(padded)
         padded_h = zero_padded(workspace, "fft_filter", (padded.shape[1],), n, taps, dtype, v.device)
         padded_h[:, :taps].copy_(h[block, :taps])
+        if D is not None:  # the skip D u is the convolution with D at tap 0: no pass of its own over the output
+            padded_h[:, 0].add_(D[block].to(dtype))
         spectrum.mul_(torch.fft.rfft(padded_h))
         conv = torch.fft.irfft(spectrum, n=n)[..., :seqlen]
-        if D is not None:
-            conv.addcmul_(padded[..., :seqlen], D[block].to(dtype).unsqueeze(-1))
         if post is not None:
             torch.mul(conv, post, out=y[:, block])
         else:
