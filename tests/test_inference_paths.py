@@ -510,3 +510,48 @@ def test_prefill_through_the_engines_leaves_the_module_paths_state(variant, smal
             )
         assert (after_engine - after_module).abs().max() <= 1e-12 * after_module.abs().max()
     assert calls == [1, 1, 1]
+
+
+# Configuration corners the variants above do not reach: short filters of 1, 2 and 4 taps, no biases, no skip, no
+# decay modulation, order 4, modal and H3 mixers without biases.
+CONFIG_CORNERS = {
+    "one_tap_short_filter": dict(short_filter_order=1),
+    "two_taps_no_biases": dict(short_filter_order=2, bias=False),
+    "order4_no_skip_no_modulation": dict(hyena_order=4, filter_use_bias=False, modulate=False, short_filter_order=4),
+    "modal_no_biases": dict(VARIANTS["modal3"], bias=False, short_filter_order=4),
+    "h3_no_biases": dict(VARIANTS["h3_attn"], bias=False),
+}
+
+
+@pytest.mark.parametrize("corner", sorted(CONFIG_CORNERS))
+def test_config_corners_agree_across_call_patterns(corner, small_blocks, monkeypatch):
+    """For each corner, in float32 and float64, with left padding: the CPU engines equal the module path, each padded
+    row equals the row alone, and a prefill followed by one-token steps equals the full forward."""
+    cpu_backbone, _ = _count_backbone_engine_calls(monkeypatch)
+    model = random_biases(tiny_model(**CONFIG_CORNERS[corner]))
+    ids = torch.randint(1, 50, (3, 41), generator=torch.Generator().manual_seed(3))  # FFT path from 33 tokens
+    mask = torch.ones_like(ids)
+    pads = (0, 5, 11)
+    for row, pad in enumerate(pads):
+        mask[row, :pad] = 0
+    for dtype, tol in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        model = model.to(dtype)
+        with torch.no_grad():
+            monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 1 << 60)
+            module = model(ids, attention_mask=mask, use_cache=False).logits
+            monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+            engine = model(ids, attention_mask=mask, use_cache=False).logits
+            scale = module.abs().max()
+            assert (engine - module).abs().max() <= tol * scale
+            for row, pad in enumerate(pads):
+                alone = model(ids[row : row + 1, pad:], use_cache=False).logits[0]
+                assert (alone - module[row, pad:]).abs().max() <= tol * scale
+            out = model(ids[:, :35], attention_mask=mask[:, :35], use_cache=True)
+            steps, cache = [out.logits], out.past_key_values
+            for t in range(35, ids.shape[1]):
+                out = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], past_key_values=cache)
+                steps.append(out.logits)
+                cache = out.past_key_values
+            stepwise = torch.cat(steps, 1)
+        for row, pad in enumerate(pads):  # positions before a row's first real token are not compared
+            assert (stepwise[row, pad:] - module[row, pad:]).abs().max() <= tol * scale
