@@ -130,15 +130,11 @@ class ModalFilter(KeepsFloat32):
     def complex_poles_residues(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Poles and residues as complex ``(channels, modal_state_size)`` tensors, in at least float32."""
         dtype = torch.promote_types(self.poles.dtype, torch.float32)
-        return (
-            torch.view_as_complex(self.poles.to(dtype).contiguous()),
-            torch.view_as_complex(self.residues.to(dtype).contiguous()),
-        )
+        return tuple(torch.view_as_complex(p.to(dtype).contiguous()) for p in (self.poles, self.residues))
 
     def forward(self, seqlen: int, return_skip: bool = False):
         """(channels, seqlen), same layout as the implicit filter (and the skip ``D`` with ``return_skip``)."""
-        poles, residues = self.complex_poles_residues()
-        h = modal_impulse_response(poles, residues, seqlen)
+        h = self.filters_for(seqlen, slice(None))
         return (h, self.D) if return_skip else h
 
     def features(self, seqlen: int) -> int:
@@ -395,6 +391,8 @@ class HyenaBlock(GradientCheckpointingLayer):
 
 
 class HyenaPreTrainedModel(HyenaCheckpointMixin, PreTrainedModel):
+    """The original initialisation, checkpoint I/O and transformers settings shared by every Hyena model."""
+
     _is_stateful = True
     config_class = HyenaConfig
     config: HyenaConfig
@@ -425,6 +423,8 @@ class HyenaPreTrainedModel(HyenaCheckpointMixin, PreTrainedModel):
 
 
 class HyenaModel(HyenaPreTrainedModel):
+    """The backbone: embeddings, ``num_hidden_layers`` blocks, final LayerNorm; ``(B, L)`` ids -> ``(B, L, d)``."""
+
     def __init__(self, config: HyenaConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.padded_vocab_size, config.hidden_size)
@@ -490,6 +490,8 @@ class HyenaModel(HyenaPreTrainedModel):
 
 
 class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
+    """The backbone and an LM head tied to its embedding; ``generate`` decodes through a :class:`HyenaCache`."""
+
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
 
     def __init__(self, config: HyenaConfig):
@@ -540,8 +542,7 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions,
         )
         hidden_states = outputs.last_hidden_state
-        if num_logits_to_keep is not None:
-            logits_to_keep = num_logits_to_keep
+        logits_to_keep = logits_to_keep if num_logits_to_keep is None else num_logits_to_keep
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         hidden_states = hidden_states[:, keep]
         # Only the real vocabulary: the padded rows of the tied embedding are never predicted. (The head is called as
@@ -554,6 +555,8 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
 
 
 class HyenaForSequenceClassification(HyenaPreTrainedModel):
+    """The backbone and a linear head read at each sequence's last real token, as GPT-2's classifier is."""
+
     def __init__(self, config: HyenaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -583,17 +586,14 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
             output_attentions=output_attentions,
         )
         logits = self.score(outputs.last_hidden_state)
-        bsz = logits.shape[0]
         last = model_inputs.last_real_positions(
             attention_mask, input_ids, self.config.pad_token_id, logits.shape[:2], logits.device
         )
-        pooled_logits = logits[torch.arange(bsz, device=logits.device), last]
+        pooled_logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
-        return SequenceClassifierOutputWithPast(
-            loss=loss, logits=pooled_logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        return SequenceClassifierOutputWithPast(loss, pooled_logits, None, outputs.hidden_states, outputs.attentions)
 
 
 __all__ = ["HyenaPreTrainedModel", "HyenaModel", "HyenaForCausalLM", "HyenaForSequenceClassification"]
