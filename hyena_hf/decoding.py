@@ -27,8 +27,9 @@ def hyena_step_parameters(mixer, h: torch.Tensor, skip: torch.Tensor | None, sta
 
 
 def hyena_prefill_step(state, step: int, u: torch.Tensor) -> None:
-    """Record the input ``u (B, d, T)`` of order step ``step``: its history (exact) or the recurrent state it leaves,
-    s_T = sum_t p^(T-1-t) u_t (modal)."""
+    """Record the input ``u (B, d, T)`` of order step ``step``, in the compute dtype: its history (exact) or the
+    recurrent state it leaves, s_T = sum_t p^(T-1-t) u_t (modal)."""
+    u = u.to(compute_dtype(u.dtype))
     if isinstance(state, ModalState):
         state.update_recurrent_state(decayed_sum(u, state.step_params[0][step]), state_idx=step)
     else:

@@ -34,7 +34,7 @@ from .diagonal_recurrence import bilinear_discretisation, modal_impulse_response
 from .initialization import init_h3, init_implicit_filter, init_modal_filter, init_rotary, init_standard_module
 from .losses import causal_lm_loss
 from .model_inputs import ModelInputs
-from .ops import compute_dtype, long_conv
+from .ops import long_conv
 from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay, sine_of_linear
 from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, no_autocast
 from .pretrained_io import HyenaCheckpointMixin
@@ -209,7 +209,7 @@ class HyenaOperator(nn.Module):
                 v = self.dropout(v * pre_gate)  # the original's dropout sits between gate and convolution
                 pre_gate = None
                 if state is not None:
-                    hyena_prefill_step(state, o, v.to(compute_dtype(v.dtype)))
+                    hyena_prefill_step(state, o, v)
             skip_o = None if skip is None else skip[o]
             v = long_conv(v, h[o, :, :seqlen], skip_o, pre_gate, post_gate, impl=self.config.long_conv_impl)
         # 4. out projection
