@@ -528,7 +528,7 @@ CONFIG_CORNERS = {
 def test_config_corners_agree_across_call_patterns(corner, small_blocks, monkeypatch):
     """For each corner, in float32 and float64, with left padding: the CPU engines equal the module path, each padded
     row equals the row alone, and a prefill followed by one-token steps equals the full forward."""
-    cpu_backbone, _ = _count_backbone_engine_calls(monkeypatch)
+    cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
     model = random_biases(tiny_model(**CONFIG_CORNERS[corner]))
     ids = torch.randint(1, 50, (3, 41), generator=torch.Generator().manual_seed(3))  # FFT path from 33 tokens
     mask = torch.ones_like(ids)
@@ -541,7 +541,9 @@ def test_config_corners_agree_across_call_patterns(corner, small_blocks, monkeyp
             monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 1 << 60)
             module = model(ids, attention_mask=mask, use_cache=False).logits
             monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+            before = len(calls)
             engine = model(ids, attention_mask=mask, use_cache=False).logits
+            assert len(calls) == before + 1  # the engine served this forward, the module path the one above
             scale = module.abs().max()
             assert (engine - module).abs().max() <= tol * scale
             for row, pad in enumerate(pads):

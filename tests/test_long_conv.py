@@ -49,7 +49,7 @@ def test_filter_shorter_than_input_and_half_precision(device):
     h = torch.randn(4, 9, generator=g).to(device)
     ref = naive(v, h)
     assert (long_conv(v, h) - ref).abs().max() < 1e-5
-    D = torch.randn(4, generator=g).to(device)  # the skip rides on tap 0 of the short filter's padded buffer
+    D = torch.randn(4, generator=g).to(device)  # the skip rides on tap 0 of the filter's padded buffer
     assert (long_conv(v, h, D).double() - naive(v, h, D)).abs().max() < 1e-5
     out = long_conv(v.bfloat16(), h)
     assert out.dtype == torch.bfloat16
