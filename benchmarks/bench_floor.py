@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from hyena_hf.benchmarks.timing import cpu_model, median_seconds, peak_memory_by
 # with their in-place forms (a GEMM accumulating into its output, e.g. fc2 into the residual stream)
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmm_", "aten::baddbmm_")
 # A GEMM with its activation fused into the epilogue: only the time of the same GEMM without it counts as floor
-# (replayed alone by unfused_gemm_seconds), the epilogue's time counts as the model's own.
+# (replayed alone by unfused_gemm_seconds, once per input shapes), the epilogue's time counts as the model's own.
 FUSED_GEMM_OPS = ("mkldnn::_linear_pointwise",)
 
 
@@ -59,25 +60,30 @@ def replayed_gemm_seconds(key: str, shapes: list, dtype: torch.dtype, repeats: i
     return median_seconds(lambda: call(*tensors), repeats)
 
 
+def replayed_seconds(event, dtype: torch.dtype, replays: dict) -> float:
+    """Seconds of one call of a profiled GEMM or fused-linear ``event``'s GEMM alone, replayed once per op and input
+    shapes (``replays`` keeps them for the next profiled call)."""
+    key = (event.key, str(event.input_shapes))
+    if key not in replays:
+        replay = unfused_gemm_seconds if event.key in FUSED_GEMM_OPS else partial(replayed_gemm_seconds, event.key)
+        replays[key] = replay(event.input_shapes, dtype)
+    return replays[key]
+
+
 def gemm_share(fn, repeats: int = 1, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
     """Fraction of the profiled operator time that is the GEMM floor: the self time of the GEMM ops, plus for each
     fused linear + activation the time of its GEMM alone, over all ops' self time; the median over ``repeats``
     profiled calls (one call's share moves by several points on a shared VM). Also the replayed floor: seconds of
     every GEMM of one call timed alone (a fused linear as its GEMM alone)."""
-    shares, events = [], None
+    shares, events, replays = [], None, {}
     for _ in range(repeats):
-        share, events = _gemm_share_once(fn, dtype)
+        share, events = _gemm_share_once(fn, dtype, replays)
         shares.append(share)
-    replayed = 0.0
-    for event in events:
-        if event.key in GEMM_OPS:
-            replayed += replayed_gemm_seconds(event.key, event.input_shapes, dtype) * event.count
-        elif event.key in FUSED_GEMM_OPS:
-            replayed += unfused_gemm_seconds(event.input_shapes, dtype) * event.count
-    return statistics.median(shares), replayed
+    gemms = [e for e in events if e.key in GEMM_OPS or e.key in FUSED_GEMM_OPS]
+    return statistics.median(shares), sum(replayed_seconds(e, dtype, replays) * e.count for e in gemms)
 
 
-def _gemm_share_once(fn, dtype: torch.dtype):
+def _gemm_share_once(fn, dtype: torch.dtype, replays: dict):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
     events = prof.key_averages(group_by_input_shape=True)
@@ -85,7 +91,7 @@ def _gemm_share_once(fn, dtype: torch.dtype):
     floor = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
     for event in events:
         if event.key in FUSED_GEMM_OPS:
-            replayed = unfused_gemm_seconds(event.input_shapes, dtype) * 1e6 * event.count
+            replayed = replayed_seconds(event, dtype, replays) * 1e6 * event.count
             floor += min(replayed, event.self_cpu_time_total)
     return floor / total, events
 
