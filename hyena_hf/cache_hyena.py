@@ -80,14 +80,15 @@ class HyenaConvState(_HyenaStateLayer):
         return self.conv_states[0]
 
     def append(self, step: int, u: torch.Tensor) -> torch.Tensor:
-        """Append ``u: (B, d, n)`` to order step ``step``; returns that step's whole history ``(B, d, T)``."""
+        """Append ``u: (B, d, n)`` to order step ``step``; returns that step's whole history ``(B, d, T)``. The first
+        append (a prefill's inputs) keeps ``u`` itself: a forward that never decodes holds T columns, not a copy."""
         buf, used, n = self.history[step], self.lengths[step], u.shape[-1]
-        if buf is None or used + n > buf.shape[-1]:
-            # a prefill is kept at its size (a forward that never decodes holds T, not 2T); growth doubles, which
-            # keeps the copies O(T) amortised
-            grown = u.new_zeros(*u.shape[:-1], max(used + n if buf is None else 2 * (used + n), 16))
-            if buf is not None:
-                grown[..., :used] = buf[..., :used]
+        if buf is None:
+            self.history[step], self.lengths[step] = u, n
+            return u
+        if used + n > buf.shape[-1]:  # growth doubles, which keeps the copies O(T) amortised
+            grown = u.new_empty(*u.shape[:-1], max(2 * (used + n), 16))
+            grown[..., :used] = buf[..., :used]
             buf = self.history[step] = grown
         buf[..., used : used + n] = u
         self.lengths[step] = used + n

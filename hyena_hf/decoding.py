@@ -16,19 +16,22 @@ from .ops import compute_dtype
 from .ops_cpu import convolution_at_last_position, short_conv_last_output
 
 
-def hyena_step_parameters(mixer, h: torch.Tensor, skip: torch.Tensor | None, state) -> tuple:
-    """What Hyena decoding reads from the weights, once per prefill: the reversed filters ``h (order-1, d, L)``
-    (exact cache) or, per order step, the poles and residues (d, N) (modal; channels laid out as (d, order-1))."""
+def hyena_step_parameters(mixer, h: torch.Tensor | None, skip: torch.Tensor | None, state) -> tuple:
+    """What Hyena decoding reads from the weights: the reversed filters ``h (order-1, d, L)`` and the skips (exact
+    cache; a prefill passes ``h`` None: the first decoding step computes the filters, so a forward that never
+    decodes holds no copy of them) or, per order step, the poles and residues (d, N) (modal; channels laid out as
+    (d, order-1))."""
     if isinstance(state, ModalState):
         poles, residues = mixer.filter.complex_poles_residues()
         shape = (mixer.config.hidden_size, mixer.config.hyena_order - 1, -1)
         return poles.view(shape).unbind(1), residues.view(shape).unbind(1), skip
-    return h.flip(-1), skip
+    return None if h is None else h.flip(-1), skip
 
 
 def hyena_prefill_step(state, step: int, u: torch.Tensor) -> None:
-    """Record the input ``u (B, d, T)`` of order step ``step``, in the compute dtype: its history (exact) or the
-    recurrent state it leaves, s_T = sum_t p^(T-1-t) u_t (modal)."""
+    """Record the input ``u (B, d, T)`` of order step ``step``, in the compute dtype: its history (exact; ``u`` is
+    kept, not copied: the caller never writes to it again) or the recurrent state it leaves, s_T = sum_t p^(T-1-t)
+    u_t (modal)."""
     u = u.to(compute_dtype(u.dtype))
     if isinstance(state, ModalState):
         state.update_recurrent_state(decayed_sum(u, state.step_params[0][step]), state_idx=step)
@@ -43,10 +46,10 @@ def prefill_recorder(mixer, state):
     if state is None:
         return None
 
-    def record(last_inputs, filters, skip, conv_inputs) -> None:
+    def record(last_inputs, skip, conv_inputs) -> None:
         if last_inputs is not None:
             state.update_conv_state(last_inputs, conv_kernel_size=mixer.config.short_filter_order - 1)
-        state.step_params = hyena_step_parameters(mixer, filters, skip, state)
+        state.step_params = hyena_step_parameters(mixer, None, skip, state)
         for step, u in enumerate(conv_inputs):
             hyena_prefill_step(state, step, u)
 
@@ -68,8 +71,9 @@ def hyena_step(
         poles, residues, skip = state.step_params
     else:
         needed = state.lengths[0] + u_all.shape[-1]
-        if state.step_params[0].shape[-1] < needed:  # filters grow with the text (doubling), up to l_max
-            length = min(max(needed, 2 * state.step_params[0].shape[-1]), config.max_position_embeddings)
+        filter_length = 0 if state.step_params[0] is None else state.step_params[0].shape[-1]
+        if filter_length < needed:  # at the first step, then whenever the text outgrows them: twice the text, <= l_max
+            length = min(max(needed, 2 * state.lengths[0]), config.max_position_embeddings)
             state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
         h_rev, skip = state.step_params
     outputs = []

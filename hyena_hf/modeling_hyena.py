@@ -200,7 +200,7 @@ class HyenaOperator(nn.Module):
         # 3. order-1 gated long convolutions: v <- x_i * (h_i * v), the last one gated by x_0 as well
         h, skip = self.long_filters(seqlen)
         if state is not None:
-            state.step_params = hyena_step_parameters(self, h, skip, state)
+            state.step_params = hyena_step_parameters(self, None, skip, state)
         gates = list(reversed(xs[1:]))
         for o, x_i in enumerate(gates):
             pre_gate = x_i if padding_mask is None else x_i * padding_mask

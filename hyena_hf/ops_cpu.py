@@ -292,9 +292,8 @@ def hyena_mixer_in_channel_blocks(
     ``padding_mask``: ``(B, 1, L)`` multiplier or None.
 
     ``record_prefill`` (a prefill's decoding state, see :func:`hyena_hf.decoding.prefill_recorder`) is called at the
-    end with what the module path records: the short filter's last inputs ``(B, (order+1) d, <= k-1)``, the filters
-    ``(order-1, d, L)`` (None for modal filters, whose state reads the poles), the skips ``(order-1, d)`` or None, and
-    the input of each long convolution ``(B, d, L)``."""
+    end with what the module path records: the short filter's last inputs ``(B, (order+1) d, <= k-1)``, the skips
+    ``(order-1, d)`` or None, and the input of each long convolution ``(B, d, L)``."""
     d, order = mixer.config.hidden_size, mixer.config.hyena_order
     steps, groups = order - 1, order + 1  # long convolutions; projections x_0 .. x_{order-1}, v
     bsz, seqlen, _ = hidden_states.shape
@@ -314,13 +313,10 @@ def hyena_mixer_in_channel_blocks(
     # Two scratch buffers serve every block (fresh ones per block would each be page-faulted in again).
     workspace = {} if workspace is None else workspace  # also the FFT buffers, from block to block
     scratch = reused_buffer(workspace, "mixer_scratch", (2, bsz * min(block, d) * groups * seqlen), hidden_states)
-    # A prefill keeps every convolution's input, and (exact states, implicit filters) every filter.
+    # A prefill keeps every convolution's input (the decoding state's history).
     conv_inputs = None if record_prefill is None else hidden_states.new_empty(steps, bsz, d, seqlen)
-    whole_filters = record_prefill is not None and torch.is_tensor(features)
     filters = None
-    if whole_filters:
-        filters = features.new_empty(d * steps, seqlen)
-    elif torch.is_tensor(features):
+    if torch.is_tensor(features):  # implicit filters (a modal filter computes its own from the poles)
         filters = reused_buffer(workspace, "filters", (min(block, d) * steps, seqlen), features)
     for c0 in range(0, d, block):
         c1 = min(d, c0 + block)
@@ -337,7 +333,7 @@ def hyena_mixer_in_channel_blocks(
             shifted_depthwise_conv(u.mul_(padding_mask), block_conv_w, block_conv_b, uc)
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
         filter_rows = slice(c0 * steps, c1 * steps)
-        into = None if filters is None else filters[filter_rows] if whole_filters else filters[: (c1 - c0) * steps]
+        into = None if filters is None else filters[: (c1 - c0) * steps]
         h = mixer.filter.filters_for(features, filter_rows, into).view(c1 - c0, steps, seqlen)
         v = xs[-1]
         for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
@@ -361,8 +357,7 @@ def hyena_mixer_in_channel_blocks(
             last_inputs = linear_channels_first(mixer.in_proj, hidden_states[:, -window:])
             if padding_mask is not None:
                 last_inputs = last_inputs * padding_mask[..., -window:]
-        full_filters = filters.view(d, steps, seqlen).transpose(0, 1) if whole_filters else None
-        record_prefill(last_inputs, full_filters, None if skip is None else skip.t(), conv_inputs.unbind(0))
+        record_prefill(last_inputs, None if skip is None else skip.t(), conv_inputs.unbind(0))
     return out
 
 
