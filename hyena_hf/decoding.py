@@ -2,8 +2,9 @@
 
 The full forward computes every position at once by FFT; decoding continues from a cache (see
 :mod:`hyena_hf.cache_hyena`) filled by that forward: the prefill helpers below store what the steps read (the short
-filter's window, the reversed filters or the poles, the recurrent states), and the step functions produce the
-mixer's output for new tokens exactly as the full forward would. The mixers call them; they never import the model.
+filter's window, each convolution's inputs or the recurrent states and poles; the exact steps evaluate the reversed
+filters themselves), and the step functions produce the mixer's output for new tokens exactly as the full forward
+would. The mixers call them; they never import the model.
 """
 
 from __future__ import annotations
