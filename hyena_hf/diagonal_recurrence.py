@@ -41,9 +41,11 @@ def _powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
 
 def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
     """(..., N) poles, (L,) exponents -> (..., N, L) p^e, through log so gradients flow; p = 0 is nudged to 1e-30
-    (log 0 = -inf would give NaN at e = 0)."""
+    (log 0 = -inf would give NaN at e = 0). In polar form, exp(e log|p|) and e arg(p): real exp / cos / sin are
+    vectorised where the complex exp is not (half the time of ``exp(e log p)`` in float64 on CPU)."""
     safe = torch.where(poles.abs() > 1e-30, poles, torch.full_like(poles, 1e-30))
-    return torch.exp(torch.log(safe).unsqueeze(-1) * exponents)
+    log = torch.log(safe).unsqueeze(-1)
+    return torch.polar(torch.exp(log.real * exponents), log.imag * exponents)
 
 
 def decayed_sum(u: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
