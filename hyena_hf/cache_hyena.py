@@ -103,6 +103,7 @@ class HyenaConvState(_HyenaStateLayer):
         self.history = [None if h is None else fn(h) for h in self.history]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Keep the batch rows ``beam_idx (B',)`` of every state and history, in that order (beam search)."""
         super().reorder_cache(beam_idx)
         self.history = [None if h is None else h.index_select(0, beam_idx.to(h.device)) for h in self.history]
 

@@ -57,7 +57,8 @@ def fit_residues(h: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
 
 
 def refine(h: torch.Tensor, poles: torch.Tensor, residues: torch.Tensor, steps: int, lr: float = 1e-3):
-    """Adam on (log|p|, arg p, R) to lower the L2 error further; poles stay inside the unit circle."""
+    """Adam on (log|p|, arg p, R) to lower the L2 error to the filters ``h (C, L)`` further, from ``poles`` and
+    ``residues (C, N)``; poles stay inside the unit circle. Returns the refined (poles, residues), each ``(C, N)``."""
     log_mag = poles.abs().clamp(min=1e-6).log().clone().requires_grad_(True)
     angle = poles.angle().clone().requires_grad_(True)
     res = torch.view_as_real(residues).clone().requires_grad_(True)

@@ -428,5 +428,6 @@ def hyena_mixer_inference(mixer, hidden_states: torch.Tensor, padding_mask: torc
 
 
 def mlp_inference(mlp, x: torch.Tensor):
-    """The CPU inference engine of the MLP: :func:`mlp_in_row_blocks` where it serves the call, else None."""
+    """The CPU inference engine of the MLP, ``x (..., d)`` -> ``(..., d)``: :func:`mlp_in_row_blocks` where it
+    serves the call, else None."""
     return mlp_in_row_blocks(mlp, x) if mlp_rows_apply(mlp, x) else None
