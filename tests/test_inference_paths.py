@@ -47,8 +47,8 @@ def test_fft_buffers_reused_across_calls_stay_correct(small_blocks):
     equals the naive convolution (a stale column in a reused zero-padded buffer would leak into it)."""
     workspace = {}
     g = torch.Generator().manual_seed(11)
-    calls = [(2, 5, 100, 100), (2, 5, 100, 40), (1, 3, 100, 100), (3, 7, 100, 7), (2, 5, 60, 60), (2, 5, 60, 0)]
-    for B, C, L, taps in calls + [(2, 5, 60, 0)]:  # a filter without taps twice: tap 0 holds only the skip
+    calls = [(2, 5, 100, 100), (2, 5, 100, 40), (1, 3, 100, 100), (3, 7, 100, 7), (2, 5, 60, 60)]
+    for B, C, L, taps in calls + [(2, 5, 60, 0)] * 2:  # a filter without taps twice: tap 0 holds only the skip
         v, h, D = torch.randn(B, C, L, generator=g), torch.randn(C, taps, generator=g), torch.randn(C, generator=g)
         pre, post = torch.randn(B, C, L, generator=g), torch.randn(B, C, L, generator=g)
         with torch.no_grad():
