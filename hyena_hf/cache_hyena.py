@@ -152,7 +152,8 @@ class ModalState(_HyenaStateLayer):
 
     @property
     def fir(self) -> torch.Tensor | None:
-        """The short filter's window, as :attr:`HyenaConvState.fir`."""
+        """The short filter's window ``(B, (order + 1) d, short_filter_order - 1)`` (None before the prefill), as
+        :attr:`HyenaConvState.fir`."""
         return self.conv_states[0]
 
     @property

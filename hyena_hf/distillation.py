@@ -46,7 +46,8 @@ def hankel_poles(h: torch.Tensor, state_size: int, rows: int | None = None) -> t
 
 
 def fit_residues(h: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
-    """Least-squares complex residues for fixed poles: min || Re(V R) - h ||."""
+    """Least-squares complex residues ``(C, N)`` for fixed ``poles (C, N)`` and filters ``h (C, L)``:
+    min || Re(V R) - h || with V the (L, N) Vandermonde matrix of each channel's poles."""
     C, L = h.shape
     t = torch.arange(L, dtype=poles.real.dtype, device=poles.device)
     vander = poles.unsqueeze(-1) ** t  # (C, N, L)

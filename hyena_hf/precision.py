@@ -76,8 +76,9 @@ def _without_downcast(fn):
 
 
 def linear_in_dtype(linear: nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``linear(x)`` computed in ``dtype``: a filter MLP of a half-precision model still runs in float32. Called as
-    a module when the weights already have that dtype, so accelerate's offload hooks work."""
+    """``linear(x)`` computed in ``dtype``, ``x (..., in)`` -> ``(..., out)``: a filter MLP of a half-precision
+    model still runs in float32. Called as a module when the weights already have that dtype, so accelerate's offload
+    hooks work."""
     if linear.weight.dtype == dtype:
         return linear(x)
     bias = None if linear.bias is None else linear.bias.to(dtype)
