@@ -32,7 +32,7 @@ from .cpu_backbone import backbone_forward, backbone_serves
 from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters, prefill_recorder
 from .diagonal_recurrence import bilinear_discretisation, modal_impulse_response, shift_ssm_kernel
 from .initialization import init_h3, init_implicit_filter, init_modal_filter, init_rotary, init_standard_module
-from .losses import causal_lm_loss
+from .losses import causal_lm_loss, sequence_classification_loss
 from .model_inputs import ModelInputs
 from .ops import long_conv
 from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay, sine_of_linear
@@ -592,7 +592,7 @@ class HyenaForSequenceClassification(HyenaPreTrainedModel):
         pooled_logits = logits[torch.arange(logits.shape[0], device=logits.device), last]
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
+            loss = sequence_classification_loss(self.loss_function, labels, pooled_logits, self.config)
         return SequenceClassifierOutputWithPast(loss, pooled_logits, None, outputs.hidden_states, outputs.attentions)
 
 

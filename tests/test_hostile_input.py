@@ -22,7 +22,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from hyena_hf import HyenaConfig, HyenaDNATokenizer, output_folder
+from hyena_hf import HyenaConfig, HyenaDNATokenizer, HyenaForSequenceClassification, output_folder
 from hyena_hf.cli import main
 from hyena_hf.conversion import ConversionError, checkpoint_io, convert_state_dict, extract_state_dict, load_checkpoint
 from hyena_hf.conversion.export import convert_to_folder
@@ -540,3 +540,41 @@ def test_bad_inputs_embeds_shape_is_named(device):
         tiny_model().to(device)(inputs_embeds=torch.zeros(1, 3, 31, device=device))
     with pytest.raises(ValueError, match="input_ids must hold integer token ids"):
         tiny_model().to(device)(torch.zeros(1, 3, device=device))
+
+
+LABEL_CASES = {
+    "out of the vocabulary": (lambda ids: ids.masked_fill(ids == ids[0, 2], 50), r"labels must be in \[0, 50\)"),
+    "negative, not -100": (lambda ids: ids.masked_fill(ids == ids[0, 2], -1), r"labels must be in \[0, 50\)"),
+    "float": (lambda ids: ids.float(), "labels must hold integer class ids"),
+    "shorter than the input": (lambda ids: ids[:, :4], r"labels must have the shape \(batch, seq_len\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LABEL_CASES))
+def test_bad_language_model_labels_are_named(case, device):
+    # torch would report a batch-size mismatch of the flattened tensors, or a device-side assert on a GPU
+    make_labels, message = LABEL_CASES[case]
+    ids = torch.randint(0, 50, (2, 6), device=device)
+    with pytest.raises(ValueError, match=message):
+        tiny_model().to(device)(ids, labels=make_labels(ids))
+    with pytest.raises(ValueError, match=message.replace("labels", "shift_labels")):
+        tiny_model().to(device)(ids, labels=ids, shift_labels=make_labels(ids))
+
+
+def test_labels_checked_against_the_kept_logits(device):
+    ids = torch.randint(0, 50, (2, 6), device=device)
+    with pytest.raises(ValueError, match=r"shape \(batch, seq_len\) of the logits, \(2, 1\), got \(2, 6\)"):
+        tiny_model().to(device)(ids, labels=ids, logits_to_keep=1)
+
+
+def test_bad_classification_labels_are_named(device):
+    model = HyenaForSequenceClassification(tiny_config(num_labels=3, pad_token_id=0)).to(device)
+    ids = torch.randint(1, 50, (2, 6), device=device)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) or -100"):
+        model(ids, labels=torch.tensor([0, 3], device=device))
+    with pytest.raises(ValueError, match="labels must hold one class id per sequence, 2"):
+        model(ids, labels=torch.tensor([0, 1, 2], device=device))
+    # valid labels still give transformers' loss: cross-entropy of the last real token's logits
+    labels = torch.tensor([2, -100], device=device)
+    out = model(ids, labels=labels)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
