@@ -41,11 +41,13 @@ def _powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
 
 def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
     """(..., N) poles, (L,) exponents -> (..., N, L) p^e, through log so gradients flow; p = 0 is nudged to 1e-30
-    (log 0 = -inf would give NaN at e = 0). In polar form, exp(e log|p|) and e arg(p): real exp / cos / sin are
-    vectorised where the complex exp is not (half the time of ``exp(e log p)`` in float64 on CPU)."""
+    (log 0 = -inf would give NaN at e = 0). In polar form, exp(e log|p|) and e arg(p), by the real exp / cos / sin
+    (vectorised where the complex exp is not: a third of its time in float64 on CPU) and the two products stacked
+    as the complex result (``torch.polar`` took 2.2x longer on CPU, 745K values: H3's SSM kernels at 8K tokens)."""
     safe = torch.where(poles.abs() > 1e-30, poles, torch.full_like(poles, 1e-30))
     log = torch.log(safe).unsqueeze(-1)
-    return torch.polar(torch.exp(log.real * exponents), log.imag * exponents)
+    magnitude, angle = torch.exp(log.real * exponents), log.imag * exponents
+    return torch.view_as_complex(torch.stack([magnitude * torch.cos(angle), magnitude * torch.sin(angle)], dim=-1))
 
 
 def decayed_sum(u: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
@@ -85,8 +87,8 @@ def bilinear_discretisation(
 
 def shift_ssm_kernel(B: torch.Tensor, C: torch.Tensor, seqlen: int) -> torch.Tensor:
     """H3's shift SSM (the state a shift register fed by ``B``, read by ``C``) as an FIR filter: ``B, C (d, N)`` ->
-    ``(d, seqlen)``, the correlation of B and C (N taps, zero beyond)."""
+    ``(d, min(N, seqlen))``, the correlation of B and C: its N taps only (the filter is zero beyond them, and the
+    long convolution of a short filter runs FFTs of about seqlen + N points, not 2 seqlen)."""
     n = B.shape[-1]
     B_f, C_f = torch.fft.rfft(B, n=2 * n), torch.fft.rfft(C, n=2 * n)
-    k = torch.fft.irfft(B_f.conj() * C_f, n=2 * n)[..., : min(n, seqlen)]
-    return torch.nn.functional.pad(k, (0, seqlen - k.shape[-1]))
+    return torch.fft.irfft(B_f.conj() * C_f, n=2 * n)[..., : min(n, seqlen)]

@@ -250,7 +250,7 @@ class H3Mixer(KeepsFloat32):
         self.D = nn.Parameter(torch.randn(d))
 
     def shift_kernel(self, seqlen: int) -> torch.Tensor:
-        """The shift SSM as an FIR filter ``(d, seqlen)`` (``d_state`` taps, zero beyond), in at least float32."""
+        """The shift SSM as an FIR filter ``(d, min(d_state, seqlen))`` (zero beyond), in at least float32."""
         dtype = torch.promote_types(self.shift_B.dtype, torch.float32)
         return shift_ssm_kernel(self.shift_B.to(dtype), self.shift_C.to(dtype), seqlen)
 

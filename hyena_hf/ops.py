@@ -44,6 +44,14 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def conv_fft_size(seqlen: int, taps: int) -> int:
+    """FFT size of a causal convolution of ``seqlen`` inputs with a ``taps``-long filter: a circular convolution of
+    ``seqlen + taps - 1`` points or more has no wrap-around in the first ``seqlen`` outputs (nor in the correlations
+    of the backward), so a short filter (H3's shift SSM: d_state taps) needs about half the 2 seqlen points of a
+    full-length one."""
+    return _fast_fft_size(seqlen + max(taps, 1) - 1)
+
+
 # A direct depthwise convolution beats the FFT on CPU only for short inputs with many rows
 # (benchmarks/bench_short_conv_cpu.py, 2 threads: B*C = 8*768 rows, direct 1.2-1.9x faster for L <= 32 and slower from
 # L = 64; B*C = 256 rows, the FFT is faster at every L). On GPU the FFT / Triton path is used at every length.
@@ -66,7 +74,7 @@ def causal_conv_torch(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.conv1d(
             torch.nn.functional.pad(u, (taps - 1, 0)), h.flip(-1).unsqueeze(1), groups=u.shape[1]
         )
-    n = _fast_fft_size(2 * seqlen)
+    n = conv_fft_size(seqlen, h.shape[-1])
     h_f = torch.fft.rfft(h, n=n)
     u_f = torch.fft.rfft(u, n=n)
     return torch.fft.irfft(u_f * h_f, n=n)[..., :seqlen]
@@ -162,10 +170,10 @@ def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = No
     post-gate writes the result (into ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
-    n = _fast_fft_size(2 * seqlen)
     if h.shape[-1] == 0:  # one zero tap: tap 0 is written on every call (it carries the skip)
         h = h.new_zeros(h.shape[0], 1)
     taps = min(h.shape[-1], seqlen)
+    n = conv_fft_size(seqlen, taps)
     workspace = {} if workspace is None else workspace
     y = torch.empty(v.shape, dtype=dtype, device=v.device) if out is None else out
     for block in _channel_blocks(bsz, channels, n, dtype, v.device):
@@ -191,8 +199,8 @@ def _blocked_backward(dy, v, h, D, pre_gate, post_gate, needs: tuple[bool, ...])
     g with u = pre * v summed over the batch; the ungated convolution for d_post is recomputed, not stored."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
-    n = _fast_fft_size(2 * seqlen)
     taps = min(h.shape[-1], seqlen)
+    n = conv_fft_size(seqlen, taps)
     full = lambda: torch.empty(v.shape, dtype=dtype, device=v.device)  # noqa: E731
     dv = full() if needs[0] else None
     dh = torch.zeros(h.shape, dtype=dtype, device=h.device) if needs[1] else None

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hyena_hf.ops import _fast_fft_size, long_conv, long_conv_torch, resolve_impl
+from hyena_hf.ops import _fast_fft_size, conv_fft_size, long_conv, long_conv_torch, resolve_impl
 
 
 def naive(v, h, D=None, pre=None, post=None):
@@ -54,6 +54,36 @@ def test_filter_shorter_than_input_and_half_precision(device):
     out = long_conv(v.bfloat16(), h)
     assert out.dtype == torch.bfloat16
     assert (out.double() - ref).abs().max() < 1e-2 * ref.abs().max()
+
+
+@pytest.mark.parametrize("L,taps", [(33, 1), (100, 5), (257, 40), (96, 96)])
+def test_short_filter_forward_and_gradients_on_their_shorter_ffts(L, taps):
+    """A filter of fewer taps than inputs is convolved by FFTs of about L + taps points, not 2L (H3's shift SSM): the
+    output and all five gradients of the explicit backward against autograd through the naive float64 sum."""
+    assert conv_fft_size(L, taps) >= L + taps - 1
+    if taps < L // 2:
+        assert conv_fft_size(L, taps) < 2 * L - 1
+    g = torch.Generator().manual_seed(L + taps)
+    args = [
+        torch.randn(2, 3, L, generator=g),  # v
+        torch.randn(3, taps, generator=g),  # h
+        torch.randn(3, generator=g),  # D
+        torch.randn(2, 3, L, generator=g),  # pre
+        torch.randn(2, 3, L, generator=g),  # post
+    ]
+    ours = [a.clone().requires_grad_(True) for a in args]
+    ref = [a.double().requires_grad_(True) for a in args]
+    y, y_ref = long_conv_torch(*ours), naive(*ref)
+    assert type(y.grad_fn).__name__ == "_LongConvTorchBackward"
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5 * y_ref.abs().max().item())
+    dy = torch.randn(y.shape, generator=g)
+    y.backward(dy)
+    y_ref.backward(dy.double())
+    for name, a, b in zip(("v", "h", "D", "pre", "post"), ours, ref):
+        scale = b.grad.abs().max().item()
+        torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
+    with torch.no_grad():  # the blocked inference forward
+        torch.testing.assert_close(long_conv_torch(*args).double(), y_ref.detach(), rtol=1e-5, atol=1e-4)
 
 
 def test_fast_fft_sizes():
