@@ -12,17 +12,45 @@ import torch
 def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: int) -> torch.Tensor:
     """(C, N) poles and residues -> (C, seqlen) real filters Re sum_n R_n p_n^t.
 
-    With t = j m + i (m about sqrt(seqlen)), p^t = p^(jm) p^i, so each channel's filter is the real part of a
-    (seqlen/m, N) by (N, m) matrix product: one real GEMM of inner size 2N, and (seqlen/m + m) complex exponentials
-    per mode instead of seqlen (which cost 80 % of a modal model's forward on CPU)."""
+    With t = j m + i (m about sqrt(seqlen)), R p^t = (R p^(jm)) p^i, so each channel's filter is the real part of a
+    (seqlen/m, N) by (N, m) complex matrix product, Re(a b) = Re a Re b - Im a Im b: one real GEMM of inner size 2N,
+    and (seqlen/m + m) powers per mode instead of seqlen (which cost 80 % of a modal model's forward on CPU). The
+    powers come from :func:`_polar_table`, real and imaginary parts already apart (no complex tensor to split)."""
     m = _inner_length(seqlen)
     real = poles.real.dtype
-    outer = residues.unsqueeze(-1) * _powers(poles, m * torch.arange(-(-seqlen // m), device=poles.device, dtype=real))
-    inner = _powers(poles, torch.arange(m, device=poles.device, dtype=real))
-    # Re(sum_n a_n b_n) = sum_n (Re a_n Re b_n - Im a_n Im b_n)
-    rows = torch.cat([outer.real, -outer.imag], dim=-2).transpose(-1, -2)  # (C, seqlen/m, 2N)
-    columns = torch.cat([inner.real, inner.imag], dim=-2)  # (C, 2N, m)
-    return torch.matmul(rows, columns).flatten(-2)[..., :seqlen]
+    outer = _polar_table(poles, m * torch.arange(-(-seqlen // m), device=poles.device), real)  # (C, 2, N, J)
+    inner = _polar_table(poles, torch.arange(m, device=poles.device), real)  # (C, 2, N, m)
+    re, im = residues.real.to(real).unsqueeze(-1), residues.imag.to(real).unsqueeze(-1)
+    # rows [Re(R p^jm), -Im(R p^jm)]: the complex product by the residue in real arithmetic (a log of R would give
+    # NaN gradients at R = 0, e.g. a zero-initialised SSM)
+    cos, sin = outer.unbind(1)
+    rows = torch.stack([torch.addcmul(re * cos, im, sin, value=-1), torch.addcmul(-re * sin, im, cos, value=-1)], 1)
+    return torch.matmul(rows.flatten(1, 2).transpose(-1, -2), inner.flatten(1, 2)).flatten(-2)[..., :seqlen]
+
+
+# Below this log-magnitude a float32 power is flushed to 0: e^-40 = 4e-18 of the residue is far below float32's
+# resolution of a filter whose values are O(|R|), and the flush keeps denormals (|p|^t underflowing for fast poles,
+# and their products in the GEMM) out of exp and the GEMM, which they slowed 40x and 4x (H3's SSM at 32K tokens).
+FLOAT32_POWER_FLUSH = -40.0
+
+
+def _polar_table(poles: torch.Tensor, exponents: torch.Tensor, real: torch.dtype) -> torch.Tensor:
+    """``|p|^e [cos(e arg p), sin(e arg p)]`` for ``poles (C, N)`` and integer ``exponents (E,)`` -> ``(C, 2, N, E)``
+    in ``real``. The angles e arg p and log-magnitudes e log|p| are formed in float64 (in float32 alone the angles are
+    off by e * 6e-8 radians: 0.06 at e = 1M) and the cosines taken there (vectorised, with exact range reduction);
+    the sine is the cosine a quarter turn later, so both come from one broadcast of the angles. Real and imaginary
+    parts stay apart: a complex tensor of powers cost 2-3x more in building and splitting than the values themselves
+    (H3's SSM kernel at 8K tokens). In float32, powers below e^FLOAT32_POWER_FLUSH are 0."""
+    wide = poles.to(torch.complex128) if poles.device.type in ("cpu", "cuda") else poles  # MPS has no float64
+    safe = torch.where(wide.abs() > 1e-30, wide, torch.full_like(wide, 1e-30))  # log 0 = -inf: NaN at e = 0
+    log = torch.log(safe).unsqueeze(-1)  # (C, N, 1)
+    e = exponents.to(log.real.dtype)
+    quarter_turns = torch.tensor([0.0, -math.pi / 2], dtype=e.dtype, device=e.device).view(2, 1, 1)
+    cosines = torch.addcmul(quarter_turns, log.imag.unsqueeze(1), e).cos().to(real)  # (C, 2, N, E)
+    log_magnitude = log.real * e  # (C, N, E)
+    if real == torch.float32:
+        log_magnitude = log_magnitude.masked_fill(log_magnitude < FLOAT32_POWER_FLUSH, -math.inf)
+    return cosines * log_magnitude.to(real).exp().unsqueeze(1)
 
 
 def _inner_length(seqlen: int) -> int:

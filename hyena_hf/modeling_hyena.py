@@ -160,10 +160,8 @@ class HyenaOperator(nn.Module):
         self.in_proj = nn.Linear(d, (order + 1) * d)
         self.out_proj = nn.Linear(d, d)
         self.out_proj.is_residual_projection = True
-        width = (order + 1) * d
-        self.short_filter = nn.Conv1d(
-            width, width, config.short_filter_order, groups=width, padding=config.short_filter_order - 1
-        )
+        width, taps = (order + 1) * d, config.short_filter_order
+        self.short_filter = nn.Conv1d(width, width, taps, groups=width, padding=taps - 1)  # depthwise, causal
         filter_class = ModalFilter if config.filter_type == "modal" else HyenaImplicitFilter
         self.filter = filter_class(config, d * (order - 1))
         self.dropout = nn.Dropout(config.hyena_dropout)
@@ -263,7 +261,8 @@ class H3Mixer(KeepsFloat32):
 
     def ssm_kernel(self, seqlen: int) -> torch.Tensor:
         """The diagonal SSM's convolution kernel ``(d, seqlen)``: ``K[l] = 2 Re sum_n dC'_n dA_n^l``."""
-        return 2 * modal_impulse_response(*self.diag_ssm_discrete(), seqlen)
+        dA, dC = self.diag_ssm_discrete()
+        return modal_impulse_response(dA, 2 * dC, seqlen)  # the 2 on the (d, N) residues, not the (d, L) result
 
     def forward(
         self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None, state: H3State | None = None
