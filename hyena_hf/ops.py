@@ -45,11 +45,14 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def conv_fft_size(seqlen: int, taps: int) -> int:
-    """FFT size of a causal convolution of ``seqlen`` inputs with a ``taps``-long filter: a circular convolution of
+    """FFT size of a causal convolution of ``seqlen`` inputs with a ``taps``-long filter. A circular convolution of
     ``seqlen + taps - 1`` points or more has no wrap-around in the first ``seqlen`` outputs (nor in the correlations
-    of the backward), so a short filter (H3's shift SSM: d_state taps) needs about half the 2 seqlen points of a
-    full-length one."""
-    return _fast_fft_size(seqlen + max(taps, 1) - 1)
+    of the backward), so a filter of at most half the input (H3's shift SSM: d_state taps) takes that many points,
+    about half the 2 seqlen of a full-length one. A longer filter keeps exactly 2 seqlen (rounded up to a fast size):
+    the same sizes, and so the same rounding, as before this rule (and as the GPU crossover was measured with)."""
+    if 2 * taps <= seqlen:
+        return _fast_fft_size(seqlen + max(taps, 1) - 1)
+    return _fast_fft_size(2 * seqlen)
 
 
 # A direct depthwise convolution beats the FFT on CPU only for short inputs with many rows
