@@ -21,6 +21,7 @@ from torch import nn
 
 from .decoding import prefill_recorder
 from .model_inputs import ModelInputs
+from .ops import fft_buffers_reused
 from .ops_cpu import (
     INFERENCE_CHUNK_ROWS,
     channel_blocks_apply,
@@ -95,7 +96,8 @@ def _add_mixer(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict, state
     if block.mixer_type == "attention":
         residual.add_(mixer(x, inputs.attention, inputs.positions, state, False)[0])
     elif block.mixer_type == "h3" or not channel_blocks_apply(mixer, x):
-        residual.add_(mixer(x, inputs.padding, state))
+        with fft_buffers_reused(buffers.setdefault("long_conv_by_fft_size", {})):  # H3's, from layer to layer
+            residual.add_(mixer(x, inputs.padding, state))
     else:
         bsz, seqlen, d = x.shape
         gated = reused_buffer(buffers, "gated", (bsz, d, seqlen), x)
