@@ -558,3 +558,25 @@ def test_config_corners_agree_across_call_patterns(corner, small_blocks, monkeyp
             stepwise = torch.cat(steps, 1)
         for row, pad in enumerate(pads):  # positions before a row's first real token are not compared
             assert (stepwise[row, pad:] - module[row, pad:]).abs().max() <= tol * scale
+
+
+def test_fft_buffers_reused_within_the_context_only(small_blocks):
+    """Inside ``fft_buffers_reused`` calls given no workspace share one per FFT size (H3's two convolutions per layer:
+    a short filter and a full-length one) and still equal the naive convolution; the context nests and restores."""
+    g = torch.Generator().manual_seed(12)
+    outer, inner = {}, {}
+    calls = [(2, 5, 100, 8), (2, 5, 100, 100), (2, 5, 100, 8), (1, 3, 100, 100)]
+    with ops.fft_buffers_reused(outer):
+        for B, C, L, taps in calls:
+            v, h, D = torch.randn(B, C, L, generator=g), torch.randn(C, taps, generator=g), torch.randn(C, generator=g)
+            post = torch.randn(B, 1, L, generator=g)  # broadcast over channels, as H3's padding mask is
+            with torch.no_grad():
+                got = ops.long_conv_torch(v, h, D, None, post)
+            ref = naive(v, h, D, None, post.expand(B, C, L))
+            assert (got.double() - ref).abs().max() <= 1e-5 * ref.abs().max(), (B, C, L, taps)
+        with ops.fft_buffers_reused(inner), torch.no_grad():
+            ops.long_conv_torch(v, h, D)
+        assert sorted(outer) == [ops.conv_fft_size(100, 8), ops.conv_fft_size(100, 100)]
+        assert list(inner) == [ops.conv_fft_size(100, 100)]
+        assert ops._reuse.workspaces is outer
+    assert ops._reuse.workspaces is None
