@@ -17,9 +17,9 @@ def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: 
     and (seqlen/m + m) powers per mode instead of seqlen (which cost 80 % of a modal model's forward on CPU). The
     powers come from :func:`_polar_table`, real and imaginary parts already apart (no complex tensor to split)."""
     m = _inner_length(seqlen)
-    real = poles.real.dtype
-    outer = _polar_table(poles, m * torch.arange(-(-seqlen // m), device=poles.device), real)  # (C, 2, N, J)
-    inner = _polar_table(poles, torch.arange(m, device=poles.device), real)  # (C, 2, N, m)
+    real, log = poles.real.dtype, _log_poles(poles)
+    outer = _polar_table(log, m * torch.arange(-(-seqlen // m), device=poles.device), real)  # (C, 2, N, J)
+    inner = _polar_table(log, torch.arange(m, device=poles.device), real)  # (C, 2, N, m)
     re, im = residues.real.to(real).unsqueeze(-1), residues.imag.to(real).unsqueeze(-1)
     # rows [Re(R p^jm), -Im(R p^jm)]: the complex product by the residue in real arithmetic (a log of R would give
     # NaN gradients at R = 0, e.g. a zero-initialised SSM)
@@ -28,22 +28,30 @@ def modal_impulse_response(poles: torch.Tensor, residues: torch.Tensor, seqlen: 
     return torch.matmul(rows.flatten(1, 2).transpose(-1, -2), inner.flatten(1, 2)).flatten(-2)[..., :seqlen]
 
 
-# Below this log-magnitude a float32 power is flushed to 0: e^-40 = 4e-18 of the residue is far below float32's
-# resolution of a filter whose values are O(|R|), and the flush keeps denormals (|p|^t underflowing for fast poles,
-# and their products in the GEMM) out of exp and the GEMM, which they slowed 40x and 4x (H3's SSM at 32K tokens).
+# Below this log-magnitude a float32 power is flushed to 0: a term e^-40 = 4e-18 times its residue (or input) is far
+# below float32's resolution of a filter (or state) summing such terms at full weight, and the flush keeps denormals
+# (|p|^t underflowing for fast poles, and their products in the GEMM) out of exp and the GEMM, which they slowed 40x
+# and 4x (H3's SSM at 32K tokens).
 FLOAT32_POWER_FLUSH = -40.0
 
 
-def _polar_table(poles: torch.Tensor, exponents: torch.Tensor, real: torch.dtype) -> torch.Tensor:
-    """``|p|^e [cos(e arg p), sin(e arg p)]`` for ``poles (C, N)`` and integer ``exponents (E,)`` -> ``(C, 2, N, E)``
-    in ``real``. The angles e arg p and log-magnitudes e log|p| are formed in float64 (in float32 alone the angles are
-    off by e * 6e-8 radians: 0.06 at e = 1M) and the cosines taken there (vectorised, with exact range reduction);
-    the sine is the cosine a quarter turn later, so both come from one broadcast of the angles. Real and imaginary
-    parts stay apart: a complex tensor of powers cost 2-3x more in building and splitting than the values themselves
-    (H3's SSM kernel at 8K tokens). In float32, powers below e^FLOAT32_POWER_FLUSH are 0."""
-    wide = poles.to(torch.complex128) if poles.device.type in ("cpu", "cuda") else poles  # MPS has no float64
-    safe = torch.where(wide.abs() > 1e-30, wide, torch.full_like(wide, 1e-30))  # log 0 = -inf: NaN at e = 0
-    log = torch.log(safe).unsqueeze(-1)  # (C, N, 1)
+def _log_poles(poles: torch.Tensor) -> torch.Tensor:
+    """log p of ``poles (C, N)`` as ``(C, N, 1)``, in complex128 where the device has float64 (MPS has not): the
+    powers below are taken through it so that gradients flow; p = 0 is nudged to 1e-30 (log 0 = -inf would give NaN
+    at e = 0)."""
+    wide = poles.to(torch.complex128) if poles.device.type in ("cpu", "cuda") else poles
+    safe = torch.where(wide.abs() > 1e-30, wide, torch.full_like(wide, 1e-30))
+    return torch.log(safe).unsqueeze(-1)
+
+
+def _polar_table(log: torch.Tensor, exponents: torch.Tensor, real: torch.dtype) -> torch.Tensor:
+    """``|p|^e [cos(e arg p), sin(e arg p)]`` for the poles' ``log (C, N, 1)`` (:func:`_log_poles`) and integer
+    ``exponents (E,)`` -> ``(C, 2, N, E)`` in ``real``. The angles e arg p and log-magnitudes e log|p| are formed in
+    float64 (in float32 alone the angles are off by e * 6e-8 radians: 0.06 at e = 1M) and the cosines taken there
+    (vectorised, with exact range reduction); the sine is the cosine a quarter turn later, so both come from one
+    broadcast of the angles. Real and imaginary parts stay apart: a complex tensor of powers cost 2-3x more in
+    building and splitting than the values themselves (H3's SSM kernel at 8K tokens; ``torch.polar`` alone 2.2x the
+    real exp / cos / sin). In float32, powers below e^FLOAT32_POWER_FLUSH are 0."""
     e = exponents.to(log.real.dtype)
     quarter_turns = torch.tensor([0.0, -math.pi / 2], dtype=e.dtype, device=e.device).view(2, 1, 1)
     cosines = torch.addcmul(quarter_turns, log.imag.unsqueeze(1), e).cos().to(real)  # (C, 2, N, E)
@@ -53,29 +61,14 @@ def _polar_table(poles: torch.Tensor, exponents: torch.Tensor, real: torch.dtype
     return cosines * log_magnitude.to(real).exp().unsqueeze(1)
 
 
+def _complex(table: torch.Tensor) -> torch.Tensor:
+    """A :func:`_polar_table` ``(C, 2, N, E)`` as the complex powers ``(C, N, E)``."""
+    return torch.complex(table[:, 0], table[:, 1])
+
+
 def _inner_length(seqlen: int) -> int:
     """The block length m of the t = j m + i split: about sqrt(seqlen), which minimises the exponentials."""
     return max(1, math.isqrt(max(seqlen - 1, 0)) + 1)
-
-
-def _powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    """``pole_powers`` evaluated in float64 (on CPU and CUDA) and returned in the poles' dtype: p^e through
-    exp(e log p) in float32 loses e * 6e-8 radians of phase (0.06 at e = 1M); only O(C N sqrt(L)) values are computed
-    here, so the wider type costs nothing measurable."""
-    if poles.dtype == torch.complex128 or poles.device.type not in ("cpu", "cuda"):  # MPS has no float64
-        return pole_powers(poles, exponents)
-    return pole_powers(poles.to(torch.complex128), exponents.to(torch.float64)).to(poles.dtype)
-
-
-def pole_powers(poles: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    """(..., N) poles, (L,) exponents -> (..., N, L) p^e, through log so gradients flow; p = 0 is nudged to 1e-30
-    (log 0 = -inf would give NaN at e = 0). In polar form, exp(e log|p|) and e arg(p), by the real exp / cos / sin
-    (vectorised where the complex exp is not: a third of its time in float64 on CPU) and the two products stacked
-    as the complex result (``torch.polar`` took 2.2x longer on CPU, 745K values: H3's SSM kernels at 8K tokens)."""
-    safe = torch.where(poles.abs() > 1e-30, poles, torch.full_like(poles, 1e-30))
-    log = torch.log(safe).unsqueeze(-1)
-    magnitude, angle = torch.exp(log.real * exponents), log.imag * exponents
-    return torch.view_as_complex(torch.stack([magnitude * torch.cos(angle), magnitude * torch.sin(angle)], dim=-1))
 
 
 def decayed_sum(u: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
@@ -89,16 +82,17 @@ def decayed_sum(u: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
     m = _inner_length(seqlen)
     blocks, head = divmod(seqlen, m)
     real = poles.real.dtype
-    u = u.to(real)
-    inner = _powers(poles, torch.arange(m - 1, -1, -1, device=u.device, dtype=real))  # (C, N, m)
-    columns = torch.cat([inner.real, inner.imag], dim=-2).transpose(-1, -2)  # (C, m, 2N)
+    u, log = u.to(real), _log_poles(poles)
+    inner = _polar_table(log, torch.arange(m - 1, -1, -1, device=u.device), real)  # (C, 2, N, m)
+    columns = inner.flatten(1, 2).transpose(-1, -2)  # (C, m, 2N): [Re, Im] of p^(m-1-i)
     by_block = torch.matmul(u[..., head:].unflatten(-1, (blocks, m)), columns)  # (B, C, J, 2N)
     by_block = torch.complex(*by_block.chunk(2, dim=-1))
-    weights = _powers(poles, m * torch.arange(blocks - 1, -1, -1, device=u.device, dtype=real))  # (C, N, J)
+    weights = _complex(_polar_table(log, m * torch.arange(blocks - 1, -1, -1, device=u.device), real))  # (C, N, J)
     state = torch.einsum("bcjn,cnj->bcn", by_block, weights)
     if head:  # the first inputs, decayed by p^(T-1-t) = p^(J m) p^(head-1-t)
-        first = torch.einsum("bct,cnt->bcn", u[..., :head].to(poles.dtype), inner[..., m - head :])
-        state = state + first * _powers(poles, torch.tensor([blocks * m], device=u.device, dtype=real))[..., 0]
+        first = torch.einsum("bct,cnt->bcn", u[..., :head].to(poles.dtype), _complex(inner)[..., m - head :])
+        decay = _complex(_polar_table(log, torch.tensor([blocks * m], device=u.device), real))[..., 0]
+        state = state + first * decay
     return state
 
 
