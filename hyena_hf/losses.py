@@ -6,20 +6,9 @@ from __future__ import annotations
 
 import torch
 
+from .model_inputs import check_ids
+
 IGNORE_INDEX = -100  # transformers' (and torch's cross-entropy) label of a position without a target
-
-
-def check_class_labels(name: str, labels: torch.Tensor, classes: int, ignore_index: int = IGNORE_INDEX) -> None:
-    """``labels`` hold integer class ids in ``[0, classes)`` or ``ignore_index``."""
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
-    if labels.numel() and not torch.compiler.is_compiling() and not torch.jit.is_tracing():
-        out_of_range = (labels != ignore_index) & ((labels < 0) | (labels >= classes))
-        if out_of_range.any():  # one device sync; the values for the message only on error
-            low, high = (int(v) for v in labels[labels != ignore_index].aminmax())
-            raise ValueError(
-                f"{name} must be in [0, {classes}) or {ignore_index} (ignored), got values from {low} to {high}"
-            )
 
 
 def causal_lm_loss(loss_function, logits: torch.Tensor, labels: torch.Tensor, vocab_size: int, **kwargs):
@@ -27,18 +16,17 @@ def causal_lm_loss(loss_function, logits: torch.Tensor, labels: torch.Tensor, vo
     ``shift_labels (B, L)``, already shifted): the mean over target tokens computed as sum / count, the same value,
     but 0 when every label is -100. Trainer passes the count of the whole accumulated batch itself
     (``num_items_in_batch``)."""
-    name = "labels" if kwargs.get("shift_labels") is None else "shift_labels"
-    given = labels if kwargs.get("shift_labels") is None else kwargs["shift_labels"]
+    shift_labels, ignore_index = kwargs.get("shift_labels"), kwargs.get("ignore_index", IGNORE_INDEX)
+    name, given = ("labels", labels) if shift_labels is None else ("shift_labels", shift_labels)
     if tuple(given.shape) != tuple(logits.shape[:2]):
         raise ValueError(
             f"{name} must have the shape (batch, seq_len) of the logits, {tuple(logits.shape[:2])}, got "
             f"{tuple(given.shape)}"
         )
-    check_class_labels(name, given, vocab_size, kwargs.get("ignore_index", IGNORE_INDEX))
+    check_ids(name, given, vocab_size, "token ids", str(vocab_size), ignore_index)
     if kwargs.get("num_items_in_batch") is None:
-        targets = kwargs.get("shift_labels")
-        targets = labels[..., 1:] if targets is None else targets
-        kwargs["num_items_in_batch"] = (targets != kwargs.get("ignore_index", IGNORE_INDEX)).sum().clamp(min=1)
+        targets = labels[..., 1:] if shift_labels is None else shift_labels
+        kwargs["num_items_in_batch"] = (targets != ignore_index).sum().clamp(min=1)
     return loss_function(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
 
 
@@ -54,5 +42,5 @@ def sequence_classification_loss(loss_function, labels: torch.Tensor, pooled_log
             raise ValueError(
                 f"labels must hold one class id per sequence, {pooled_logits.shape[0]}, got {labels.shape}"
             )
-        check_class_labels("labels", labels, config.num_labels)
-    return loss_function(logits=pooled_logits, labels=labels, pooled_logits=pooled_logits, config=config)
+        check_ids("labels", labels, config.num_labels, "class ids", str(config.num_labels), IGNORE_INDEX)
+    return loss_function(labels=labels, pooled_logits=pooled_logits, config=config)

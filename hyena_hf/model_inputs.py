@@ -110,14 +110,24 @@ def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     bare IndexError, or silently read the padding rows beyond vocab_size)."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}")
-    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-    if input_ids.numel() and not tracing():
-        low, high = (int(v) for v in input_ids.aminmax())
-        if low < 0 or high >= vocab_size:
-            raise ValueError(
-                f"input_ids must be token ids in [0, vocab_size={vocab_size}), got values from {low} to {high}"
-            )
+    check_ids("input_ids", input_ids, vocab_size, "token ids", f"vocab_size={vocab_size}")
+
+
+def check_ids(name: str, ids: torch.Tensor, upper: int, kind: str, bound: str, ignore_index: int | None = None) -> None:
+    """``ids`` (any shape) hold integers in [0, ``upper``) (or ``ignore_index``), else a one-line error naming
+    ``name``, worded by ``kind`` ("token ids", "class ids") and ``bound`` (how ``upper`` reads). One device sync;
+    skipped while tracing."""
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer {kind}, got dtype {ids.dtype}")
+    if not ids.numel() or tracing():
+        return
+    kept = ids if ignore_index is None else ids.masked_fill(ids == ignore_index, 0)  # 0 is always in range
+    low, high = (int(v) for v in kept.aminmax())
+    if low < 0 or high >= upper:
+        if ignore_index is not None:  # the range of the values given, for the message
+            low, high = (int(v) for v in ids[ids != ignore_index].aminmax())
+        ignored = "" if ignore_index is None else f" or {ignore_index} (ignored)"
+        raise ValueError(f"{name} must be {kind} in [0, {bound}){ignored}, got values from {low} to {high}")
 
 
 def check_inputs_embeds(inputs_embeds: torch.Tensor, hidden_size: int) -> None:

@@ -543,9 +543,15 @@ def test_bad_inputs_embeds_shape_is_named(device):
 
 
 LABEL_CASES = {
-    "out of the vocabulary": (lambda ids: ids.masked_fill(ids == ids[0, 2], 50), r"labels must be in \[0, 50\)"),
-    "negative, not -100": (lambda ids: ids.masked_fill(ids == ids[0, 2], -1), r"labels must be in \[0, 50\)"),
-    "float": (lambda ids: ids.float(), "labels must hold integer class ids"),
+    "out of the vocabulary": (
+        lambda ids: ids.masked_fill(ids == ids[0, 2], 50),
+        r"labels must be token ids in \[0, 50\) or -100 \(ignored\)",
+    ),
+    "negative, not -100": (
+        lambda ids: ids.masked_fill(ids == ids[0, 2], -1),
+        r"labels must be token ids in \[0, 50\) or -100 \(ignored\)",
+    ),
+    "float": (lambda ids: ids.float(), "labels must hold integer token ids"),
     "shorter than the input": (lambda ids: ids[:, :4], r"labels must have the shape \(batch, seq_len\)"),
 }
 
@@ -570,7 +576,7 @@ def test_labels_checked_against_the_kept_logits(device):
 def test_bad_classification_labels_are_named(device):
     model = HyenaForSequenceClassification(tiny_config(num_labels=3, pad_token_id=0)).to(device)
     ids = torch.randint(1, 50, (2, 6), device=device)
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\) or -100"):
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 3\) or -100 \(ignored\)"):
         model(ids, labels=torch.tensor([0, 3], device=device))
     with pytest.raises(ValueError, match="labels must hold one class id per sequence, 2"):
         model(ids, labels=torch.tensor([0, 1, 2], device=device))
