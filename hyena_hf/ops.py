@@ -316,11 +316,16 @@ def long_conv_torch(
         return _LongConvTorch.apply(v, h, D, pre_gate, post_gate)
     if out is not None and out.dtype != compute_dtype(v.dtype):  # half-precision output: computed, then rounded
         return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate))
-    shared = None if torch.compiler.is_compiling() else getattr(_reuse, "workspaces", None)
-    if workspace is None and shared is not None:  # see fft_buffers_reused
-        seqlen = v.shape[-1]
-        workspace = shared.setdefault(conv_fft_size(seqlen, min(h.shape[-1], seqlen)), {})
+    if workspace is None and not torch.compiler.is_compiling():
+        workspace = _reused_workspace(v.shape[-1], h.shape[-1])
     return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace)
+
+
+def _reused_workspace(seqlen: int, taps: int) -> dict | None:
+    """The workspace of :func:`fft_buffers_reused` for a convolution's FFT size (the size :func:`_blocked_forward`
+    picks), or None outside that context."""
+    shared = getattr(_reuse, "workspaces", None)
+    return None if shared is None else shared.setdefault(conv_fft_size(seqlen, min(taps, seqlen)), {})
 
 
 def _triton_long_conv():
