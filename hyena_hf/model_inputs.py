@@ -42,8 +42,7 @@ def prepare_model_inputs(
     config = model.config
     check_inputs_embeds(inputs_embeds, config.hidden_size)
     bsz, seqlen = inputs_embeds.shape[:2]
-    if past_key_values is not None and not isinstance(past_key_values, HyenaCache):
-        raise ValueError(f"past_key_values must be a HyenaCache, got {type(past_key_values).__name__}")
+    check_cache(past_key_values)
     past = past_key_values.get_seq_length() if past_key_values is not None else 0
     total = past + seqlen
     check_length(config, total)
@@ -189,6 +188,17 @@ def allowed_positions(
         allowed = allowed & attention_mask[:, None, -kv_len:].bool()
     allowed = allowed | (k_pos == q_pos)[None]
     return allowed[:, None]
+
+
+def check_cache(past_key_values) -> None:
+    """Decoding state must be a HyenaCache: transformers' ``DynamicCache`` has no room for the long-convolution history
+    and per-prefill filters, and cannot report a length for a model without attention layers."""
+    if past_key_values is not None and not isinstance(past_key_values, HyenaCache):
+        kind = type(past_key_values).__name__
+        raise ValueError(
+            f"past_key_values must be a HyenaCache (or None: the model then builds one), got {kind}, which cannot hold "
+            "the long-convolution states"
+        )
 
 
 def check_prompt(input_ids: torch.Tensor, inputs_embeds: torch.Tensor | None, past_key_values) -> None:

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicLayer
-from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -31,6 +30,7 @@ from .configuration_hyena import HyenaConfig
 from .cpu_backbone import backbone_forward, backbone_serves
 from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters, prefill_recorder
 from .diagonal_recurrence import bilinear_discretisation, modal_impulse_response, shift_ssm_kernel
+from .generation_hooks import HyenaGenerationMixin
 from .initialization import init_h3, init_implicit_filter, init_modal_filter, init_rotary, init_standard_module
 from .losses import causal_lm_loss, sequence_classification_loss
 from .model_inputs import ModelInputs
@@ -488,7 +488,7 @@ class HyenaModel(HyenaPreTrainedModel):
         return BaseModelOutputWithPast(hidden_states, past_key_values, all_hidden_states, all_attentions)
 
 
-class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
+class HyenaForCausalLM(HyenaPreTrainedModel, HyenaGenerationMixin):
     """The backbone and an LM head tied to its embedding; ``generate`` decodes through a :class:`HyenaCache`."""
 
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
@@ -498,19 +498,6 @@ class HyenaForCausalLM(HyenaPreTrainedModel, GenerationMixin):
         self.backbone = HyenaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.padded_vocab_size, bias=False)
         self.post_init()
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # The model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward.
-        return False
-
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):
-        """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and
-        forwards every other keyword), after refusing an empty prompt."""
-        model_inputs.check_prompt(input_ids, inputs_embeds, past_key_values)
-        return super().prepare_inputs_for_generation(
-            input_ids, past_key_values=past_key_values, inputs_embeds=inputs_embeds, **kwargs
-        )
 
     @can_return_tuple
     def forward(

@@ -27,6 +27,7 @@ MODEL_MODULES = (
     "initialization.py",
     "losses.py",
     "model_inputs.py",
+    "generation_hooks.py",
     "ops.py",
     "ops_cpu.py",
     "cpu_backbone.py",

@@ -233,3 +233,25 @@ def test_cache_layers_are_transformers_own_and_its_utilities_work(variant, devic
     with torch.no_grad():
         more = model(ids[1:, 10:].repeat(2, 1), past_key_values=cache).logits
     assert (more - full[1:, 10:]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_cache_the_user_builds(variant, device):
+    """A HyenaCache built by the caller and passed to generate is filled as the model's own would be; transformers'
+    DynamicCache (Mamba's cache) is refused with one line, in forward and before generate reads its length."""
+    from transformers import DynamicCache
+
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    prompt, common = _ids(2, 7, seed=3), dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    own = model.generate(prompt, **common)
+    cache = HyenaCache(model.config)
+    assert torch.equal(model.generate(prompt, past_key_values=cache, **common), own)
+    assert cache.get_seq_length() == own.shape[1] - 1  # the last token is sampled, never fed back
+    for call in (
+        lambda c: model(prompt, past_key_values=c, use_cache=True),
+        lambda c: model.generate(prompt, past_key_values=c, **common),
+    ):
+        with pytest.raises(
+            ValueError, match=r"^past_key_values must be a HyenaCache .* got DynamicCache, which cannot"
+        ):
+            call(DynamicCache(config=model.config))

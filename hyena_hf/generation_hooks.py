@@ -1,0 +1,27 @@
+"""What transformers' ``generate`` asks of a Hyena language model beyond ``forward``: no default ``DynamicCache`` (the
+model builds its own :class:`~hyena_hf.cache_hyena.HyenaCache`), a clear error for a cache of another kind before
+``generate`` reads its length, and a prompt of at least one token."""
+
+from __future__ import annotations
+
+from transformers.generation import GenerationMixin
+
+from . import model_inputs
+
+
+class HyenaGenerationMixin(GenerationMixin):
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs):
+        model_inputs.check_cache(model_kwargs.get("past_key_values"))  # before generate asks it for its length
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):
+        """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and
+        forwards every other keyword), after refusing an empty prompt."""
+        model_inputs.check_prompt(input_ids, inputs_embeds, past_key_values)
+        return super().prepare_inputs_for_generation(
+            input_ids, past_key_values=past_key_values, inputs_embeds=inputs_embeds, **kwargs
+        )
