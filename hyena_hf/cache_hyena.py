@@ -51,6 +51,16 @@ class _HyenaStateLayer(LinearAttentionLayer):
         """Keep the batch rows ``indices (B',)`` of every state ``(B, ...)``."""
         self._map_states(lambda t: t[indices])
 
+    def reset(self) -> None:
+        """Back to a new layer's state: the next forward is a prefill, of any batch size. (The library's reset zeroes
+        the states in place for static addresses; these layers are not compiled, and a kept ``step_params`` would
+        make the next call a decoding step.)"""
+        for i in range(self.number_of_states):
+            self.conv_states[i] = self.recurrent_states[i] = None
+            self.is_conv_states_initialized[i] = self.is_recurrent_states_initialized[i] = False
+            self.has_previous_state[i] = False
+        self.step_params = None
+
     @property
     def batch_size(self) -> int:
         """B of the states, -1 before the prefill."""
@@ -196,9 +206,27 @@ class HyenaCache(Cache):
     def is_initialized(self) -> bool:
         return self.seen_tokens > 0
 
+    def reset(self) -> None:
+        """Every layer back to its new state: the next forward starts a new sequence (any batch size)."""
+        super().reset()
+        self.seen_tokens = 0
+
     @property
     def is_croppable(self) -> bool:
-        return False
+        """Only a cache of attention layers alone: the convolution and SSM states hold no per-token past to roll
+        back to."""
+        return all(isinstance(layer, DynamicLayer) for layer in self.layers)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """transformers' crop (a negative ``tokens_to_remove`` removes that many tokens), for attention-only models;
+        other models get a one-line error before any layer changes."""
+        if not self.is_croppable:
+            raise ValueError(
+                "HyenaCache cannot be cropped: its convolution / SSM states hold no per-token past to roll back to "
+                "(run the prefill again on the shorter prefix)"
+            )
+        super().crop(tokens_to_remove)
+        self.seen_tokens = self.layers[0].get_seq_length() if self.layers else 0
 
     @property
     def is_sliding(self) -> list[bool]:

@@ -255,3 +255,53 @@ def test_a_cache_the_user_builds(variant, device):
             ValueError, match=r"^past_key_values must be a HyenaCache .* got DynamicCache, which cannot"
         ):
             call(DynamicCache(config=model.config))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_reset_starts_a_new_sequence(variant, device):
+    """After ``reset`` the same cache object serves a new prompt, of another batch size, as a new cache would: the
+    prefill and the decoding steps after it equal the full forward."""
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    old, new = _ids(2, 9, seed=1), _ids(3, 12, seed=2)
+    with torch.no_grad():
+        cache = model(old, use_cache=True).past_key_values
+        model(old[:, :1], past_key_values=cache)  # a decoding step: per-prefill parameters are in the cache
+        cache.reset()
+        assert cache.get_seq_length() == 0 and not cache.is_initialized
+        prefill = model(new[:, :8], past_key_values=cache, use_cache=True).logits
+        steps = [model(new[:, t : t + 1], past_key_values=cache).logits for t in range(8, 12)]
+        full = model(new).logits
+    assert (torch.cat([prefill, *steps], dim=1) - full).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_crop_is_refused_whole_where_states_cannot_roll_back(variant, device):
+    """Convolution and SSM states hold no per-token past: crop raises one line before any layer (attention KV
+    included) changes, and decoding then continues as before."""
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    ids = _ids(2, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :10], use_cache=True).past_key_values
+        assert not cache.is_croppable
+        with pytest.raises(ValueError, match=r"^HyenaCache cannot be cropped: its convolution / SSM states"):
+            cache.crop(-3)
+        assert cache.get_seq_length() == 10
+        assert all(layer.keys.shape[-2] == 10 for layer in cache.layers if isinstance(layer, DynamicLayer))
+        more = model(ids[:, 10:], past_key_values=cache).logits
+    assert (more - full[:, 10:]).abs().max() < 1e-9
+
+
+def test_crop_of_an_attention_only_model(device):
+    """Every layer attention: crop removes tokens from every KV cache and from the cache's length, and decoding
+    resumes from the shorter prefix exactly as the full forward."""
+    model = tiny_model(attn_layer_idx=[0, 1], num_attention_heads=2, rotary_emb_dim=8).to(device).to(torch.float64)
+    ids = _ids(2, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :10], use_cache=True).past_key_values
+        assert cache.is_croppable
+        cache.crop(-3)
+        assert cache.get_seq_length() == 7
+        more = model(ids[:, 7:], past_key_values=cache).logits
+    assert (more - full[:, 7:]).abs().max() < 1e-9
