@@ -305,3 +305,23 @@ def test_crop_of_an_attention_only_model(device):
         assert cache.get_seq_length() == 7
         more = model(ids[:, 7:], past_key_values=cache).logits
     assert (more - full[:, 7:]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_second_turn_continues_the_returned_cache(variant, device):
+    """Multi-turn use: generate, append new user tokens to the returned sequences, generate again from the returned
+    cache (generate feeds only what the cache has not seen); the same tokens as generating from scratch, with and
+    without left padding."""
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    prompt, reply = _ids(2, 6, seed=4), _ids(2, 3, seed=5)
+    common = dict(do_sample=False, pad_token_id=0)
+    for mask in (None, torch.ones_like(prompt).index_fill_(1, torch.tensor([0, 1], device=prompt.device), 0)):
+        if mask is not None:
+            mask[1] = 1  # row 0 left-padded by two tokens, row 1 not
+        first = model.generate(prompt, attention_mask=mask, max_new_tokens=4, return_dict_in_generate=True, **common)
+        turn = torch.cat([first.sequences, reply], dim=1)
+        turn_mask = None if mask is None else torch.cat([mask, mask.new_ones(2, 7)], dim=1)
+        cached = model.generate(
+            turn, attention_mask=turn_mask, past_key_values=first.past_key_values, max_new_tokens=5, **common
+        )
+        assert torch.equal(cached, model.generate(turn, attention_mask=turn_mask, max_new_tokens=5, **common))
