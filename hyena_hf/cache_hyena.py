@@ -172,6 +172,23 @@ class ModalState(_HyenaStateLayer):
         return [self.recurrent_states[o] for o in range(self.number_of_states)]
 
 
+# The config fields that shape the decoding states: a cache fits a model only where all of them agree.
+STATE_FIELDS = (
+    "mixer_types",
+    "hidden_size",
+    "hyena_order",
+    "short_filter_order",
+    "ssm_state_size",
+    "modal_state_size",
+    "num_attention_heads",
+)
+
+
+def state_layout(config) -> dict:
+    """The values of :data:`STATE_FIELDS` in ``config``."""
+    return {name: getattr(config, name) for name in STATE_FIELDS}
+
+
 class HyenaCache(Cache):
     """One cache for a whole Hyena-family model (long-convolution states and attention KV caches)."""
 
@@ -187,6 +204,7 @@ class HyenaCache(Cache):
             else:
                 layers.append(HyenaConvState(config.hyena_order - 1))
         super().__init__(layers=layers)
+        self.layout = state_layout(config)  # what the layers were built for (checked against the model)
         self.seen_tokens = 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -210,6 +228,18 @@ class HyenaCache(Cache):
         """Every layer back to its new state: the next forward starts a new sequence (any batch size)."""
         super().reset()
         self.seen_tokens = 0
+
+    @property
+    def batch_size(self) -> int:
+        """The rows B of the stored states (attention KV included), -1 while nothing is stored."""
+        for layer in self.layers:
+            if isinstance(layer, DynamicLayer):
+                size = layer.keys.shape[0] if layer.is_initialized else -1
+            else:
+                size = layer.batch_size
+            if size >= 0:
+                return size
+        return -1
 
     @property
     def is_croppable(self) -> bool:

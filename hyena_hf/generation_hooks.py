@@ -15,7 +15,9 @@ class HyenaGenerationMixin(GenerationMixin):
         return False  # the model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs):
-        model_inputs.check_cache(model_kwargs.get("past_key_values"))  # before generate asks it for its length
+        model_inputs.check_cache(
+            model_kwargs.get("past_key_values"), self.config
+        )  # before generate asks it for its length
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):

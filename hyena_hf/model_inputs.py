@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from .cache_hyena import HyenaCache
+from .cache_hyena import HyenaCache, state_layout
 from .configuration_hyena import HyenaConfig
 from .ops_cpu import residual_adds_in_place
 
@@ -42,7 +42,7 @@ def prepare_model_inputs(
     config = model.config
     check_inputs_embeds(inputs_embeds, config.hidden_size)
     bsz, seqlen = inputs_embeds.shape[:2]
-    check_cache(past_key_values)
+    check_cache(past_key_values, config, bsz)
     past = past_key_values.get_seq_length() if past_key_values is not None else 0
     total = past + seqlen
     check_length(config, total)
@@ -190,14 +190,29 @@ def allowed_positions(
     return allowed[:, None]
 
 
-def check_cache(past_key_values) -> None:
-    """Decoding state must be a HyenaCache: transformers' ``DynamicCache`` has no room for the long-convolution history
-    and per-prefill filters, and cannot report a length for a model without attention layers."""
-    if past_key_values is not None and not isinstance(past_key_values, HyenaCache):
+def check_cache(past_key_values, config: HyenaConfig, batch_size: int | None = None) -> None:
+    """Decoding state must be a HyenaCache (transformers' ``DynamicCache`` has no room for the long-convolution
+    history and per-prefill filters, and cannot report a length for a model without attention layers), built for
+    this model's layers and, once filled, holding ``batch_size`` rows."""
+    if past_key_values is None:
+        return
+    if not isinstance(past_key_values, HyenaCache):
         kind = type(past_key_values).__name__
         raise ValueError(
             f"past_key_values must be a HyenaCache (or None: the model then builds one), got {kind}, which cannot hold "
             "the long-convolution states"
+        )
+    model_layout = state_layout(config)
+    differ = [
+        f"{k} {v} (this model: {model_layout[k]})" for k, v in past_key_values.layout.items() if v != model_layout[k]
+    ]
+    if differ:
+        raise ValueError(f"past_key_values was built for another model: {', '.join(differ)}")
+    rows = past_key_values.batch_size
+    if batch_size is not None and rows >= 0 and rows != batch_size:
+        raise ValueError(
+            f"past_key_values holds {rows} sequences, got a batch of {batch_size} (continue the rows the cache was "
+            "filled with; batch_select_indices / batch_repeat_interleave change its rows)"
         )
 
 

@@ -325,3 +325,25 @@ def test_a_second_turn_continues_the_returned_cache(variant, device):
             turn, attention_mask=turn_mask, past_key_values=first.past_key_values, max_new_tokens=5, **common
         )
         assert torch.equal(cached, model.generate(turn, attention_mask=turn_mask, max_new_tokens=5, **common))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_cache_of_other_rows_or_another_model_is_refused(variant, device):
+    """A batch of other rows than the cache holds, or a cache built for another model's layers, gets one line naming
+    the mismatch before any state changes: the cache then continues its own rows exactly."""
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    ids = _ids(2, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :10], use_cache=True).past_key_values
+        with pytest.raises(ValueError, match=r"^past_key_values holds 2 sequences, got a batch of 3 \("):
+            model(_ids(3, 1), past_key_values=cache)
+        other = HyenaCache(tiny_model(num_hidden_layers=3).config)
+        with pytest.raises(ValueError, match=r"^past_key_values was built for another model: mixer_types \["):
+            model(ids, past_key_values=other)
+        with pytest.raises(ValueError, match=r"^past_key_values was built for another model: hidden_size 48 \("):
+            wider = HyenaCache(tiny_model(**VARIANTS[variant], hidden_size=48).config)
+            model.generate(ids, past_key_values=wider, max_new_tokens=1)
+        assert cache.get_seq_length() == 10
+        more = model(ids[:, 10:], past_key_values=cache).logits
+    assert (more - full[:, 10:]).abs().max() < 1e-9
