@@ -10,14 +10,15 @@ from . import model_inputs
 
 
 class HyenaGenerationMixin(GenerationMixin):
+    """transformers' GenerationMixin with the three hooks above; HyenaForCausalLM takes it in its place."""
+
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs):
-        model_inputs.check_cache(
-            model_kwargs.get("past_key_values"), self.config
-        )  # before generate asks it for its length
+        # A cache of another kind or model is refused before generate asks it for its length.
+        model_inputs.check_cache(model_kwargs.get("past_key_values"), self.config)
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):
