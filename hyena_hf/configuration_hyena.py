@@ -163,8 +163,8 @@ class HyenaConfig(PreTrainedConfig):
 
     @property
     def mixer_types(self) -> list[str]:
-        attn = set(self.attn_layer_idx or ())
-        return ["attention" if i in attn else self.filter_type for i in range(self.num_hidden_layers)]
+        attn, kind = set(self.attn_layer_idx or ()), self.filter_type  # config attribute reads are not free
+        return ["attention" if i in attn else kind for i in range(self.num_hidden_layers)]
 
     @property
     def has_length_limit(self) -> bool:
