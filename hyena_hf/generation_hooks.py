@@ -1,6 +1,6 @@
 """What transformers' ``generate`` asks of a Hyena language model beyond ``forward``: no default ``DynamicCache`` (the
 model builds its own :class:`~hyena_hf.cache_hyena.HyenaCache`), a clear error for a cache of another kind before
-``generate`` reads its length, and a prompt of at least one token."""
+``generate`` reads its length, a prompt of at least one token, and a length the implicit filters reach."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from . import model_inputs
 
 
 class HyenaGenerationMixin(GenerationMixin):
-    """transformers' GenerationMixin with the three hooks above; HyenaForCausalLM takes it in its place."""
+    """transformers' GenerationMixin with the hooks above; HyenaForCausalLM takes it in its place."""
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -20,6 +20,10 @@ class HyenaGenerationMixin(GenerationMixin):
         # A cache of another kind or model is refused before generate asks it for its length.
         model_inputs.check_cache(model_kwargs.get("past_key_values"), self.config)
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+
+    def _validate_generated_length(self, generation_config, input_ids_length: int, has_default_max_length: bool):
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        model_inputs.check_generation_length(self.config, generation_config.max_length, input_ids_length)
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):
         """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and

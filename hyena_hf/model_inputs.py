@@ -92,6 +92,18 @@ def check_length(config: HyenaConfig, seqlen: int) -> None:
         )
 
 
+def check_generation_length(config: HyenaConfig, max_length: int, prompt_length: int) -> None:
+    """generate() on a model with implicit filters is refused before the prefill when it may run past
+    ``max_position_embeddings`` (it would otherwise fail there, after the work up to it)."""
+    limit = config.max_position_embeddings
+    if config.has_length_limit and max_length > limit:
+        raise ValueError(
+            f"generate() may reach {max_length} tokens (prompt {prompt_length} + {max_length - prompt_length} new), "
+            f"beyond max_position_embeddings={limit} (the length of the implicit Hyena filters): ask for at most "
+            f"max_new_tokens={max(limit - prompt_length, 0)}"
+        )
+
+
 def embed_inputs(
     embeddings: torch.nn.Module, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, vocab_size: int
 ) -> torch.Tensor:
