@@ -173,7 +173,10 @@ def cmd_generate(args) -> None:
     location = _model_location(args.model)
     model = AutoModelForCausalLM.from_pretrained(location).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or location)
-    inputs = tokenizer(args.prompt, return_tensors="pt")
+    # As the text-generation pipeline does: no special tokens, since HyenaDNA's tokenizer would end the prompt with
+    # [SEP], its end-of-sequence token, and the model would continue after an ended sequence.
+    inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)
+    pad_token_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
     start = time.perf_counter()
     with torch.no_grad():
         out = model.generate(
@@ -183,7 +186,7 @@ def cmd_generate(args) -> None:
             temperature=args.temperature if args.temperature > 0 else None,
             num_beams=args.num_beams,
             use_cache=not args.no_cache,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            pad_token_id=pad_token_id,
         )
     seconds = time.perf_counter() - start
     new = out.shape[1] - inputs["input_ids"].shape[1]

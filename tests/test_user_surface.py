@@ -122,6 +122,29 @@ def test_cli_distill_refuses_a_poor_fit_and_writes_nothing(tmp_path, capsys):
     assert "| layer | relative L2 error |" in card.text and "written with --force" in card.text
 
 
+def test_cli_generate_continues_the_prompt_without_special_tokens(tmp_path, capsys):
+    """HyenaDNA's tokenizer ends an encoded text with [SEP], its end-of-sequence token: `hyena-hf generate` must
+    continue the prompt itself, as the text-generation pipeline does, not a sequence ended by [SEP]."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = fixture_dir("hyenadna_lm")
+    out = tmp_path / "converted"
+    assert main(["convert", str(folder / CHECKPOINT_FILES["hyenadna_lm"]), str(out)]) == 0
+    capsys.readouterr()
+    prompt = "ACGTTGCAAC"
+    assert main(["generate", str(out), prompt, "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out.strip()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([[tokenizer.convert_tokens_to_ids(c) for c in prompt]])
+    expected = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert printed == tokenizer.decode(expected[0], skip_special_tokens=True)
+    ended = tokenizer(prompt, return_tensors="pt").input_ids  # the tokenizer's default appends [SEP]
+    assert ended[0, -1] == tokenizer.sep_token_id
+    after_sep = model.generate(ended, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert not torch.equal(after_sep[0, -6:], expected[0, -6:])  # the fixture tells the two apart
+
+
 # -- model cards -------------------------------------------------------------------------------------------------------
 def test_converted_model_card_metadata_and_provenance(tmp_path):
     folder = fixture_dir("hyenadna_lm")
