@@ -177,6 +177,15 @@ def cmd_generate(args) -> None:
     # [SEP], its end-of-sequence token, and the model would continue after an ended sequence.
     inputs = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False)
     pad_token_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    unknown = tokenizer.unk_token_id
+    if unknown is not None and unknown != tokenizer.eos_token_id:  # GPT-2's unk is its eos, which a prompt may hold
+        count = int((inputs["input_ids"] == unknown).sum())
+        if count:
+            print(
+                f"hyena-hf generate: note: {count} of {inputs['input_ids'].shape[1]} prompt tokens are not in the "
+                f"tokenizer's vocabulary and became {tokenizer.unk_token}",
+                file=sys.stderr,
+            )
     start = time.perf_counter()
     with torch.no_grad():
         out = model.generate(
@@ -311,6 +320,28 @@ def cmd_bench(args) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
+def _number_at_least(kind: type, lowest: float, what: str):
+    """An argparse type: a ``kind`` number >= ``lowest``, else a usage error (exit 2) naming the value."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not value >= lowest:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+POSITIVE_INT = _number_at_least(int, 1, "a positive integer")
+NON_NEGATIVE_INT = _number_at_least(int, 0, "an integer >= 0")
+POSITIVE_FLOAT = _number_at_least(float, float.fromhex("0x1p-1074"), "a number > 0")
+NON_NEGATIVE_FLOAT = _number_at_least(float, 0.0, "a number >= 0")
+
+
 def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
@@ -370,20 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("model", help="model folder or hub repo id")
     gen.add_argument("prompt", help="text to continue")
     gen.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the model's)")
-    gen.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate")
-    gen.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
-    gen.add_argument("--num-beams", type=int, default=1, help="beam search width")
+    gen.add_argument("--max-new-tokens", type=POSITIVE_INT, default=50, help="tokens to generate")
+    gen.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=0.0, help="sampling temperature; 0 = greedy")
+    gen.add_argument("--num-beams", type=POSITIVE_INT, default=1, help="beam search width")
     gen.add_argument("--no-cache", action="store_true", help="recompute the full forward for every token")
     gen.set_defaults(func=cmd_generate)
 
     dist = _parser(sub, "distill", "distil implicit Hyena filters into modal (recurrent) filters")
     dist.add_argument("model", help="model folder or hub repo id with implicit filters")
     dist.add_argument("output_dir", help="folder to write the modal model, its report and card to")
-    dist.add_argument("--state-size", type=int, default=16, help="modes per channel (N)")
-    dist.add_argument("--refine-steps", type=int, default=0, help="Adam steps refining poles and residues")
+    dist.add_argument("--state-size", type=POSITIVE_INT, default=16, help="modes per channel (N)")
+    dist.add_argument("--refine-steps", type=NON_NEGATIVE_INT, default=0, help="Adam steps refining poles and residues")
     dist.add_argument(
         "--max-error",
-        type=float,
+        type=NON_NEGATIVE_FLOAT,
         default=DISTILL_MAX_ERROR,
         help="largest per-layer relative L2 filter error accepted without --force",
     )
@@ -399,14 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="lm-eval task names (default: boolq cb copa multirc record sglue_rte wic wsc)",
     )
-    ev.add_argument("--num-fewshot", type=int, default=0, help="in-context examples per question")
+    ev.add_argument("--num-fewshot", type=NON_NEGATIVE_INT, default=0, help="in-context examples per question")
     ev.add_argument("--local", action="store_true", help="offline: the *_local tasks on local SuperGLUE-format data")
     ev.add_argument(
         "--data-dir",
         help="folder of <task>.jsonl files for --local, only the named tasks needed (default: the shipped tiny set)",
     )
-    ev.add_argument("--limit", type=int, default=None, help="questions per task (default: all)")
-    ev.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
+    ev.add_argument("--limit", type=POSITIVE_INT, default=None, help="questions per task (default: all)")
+    ev.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="lm-eval batch size")
     ev.add_argument("--output", help="write the metrics as JSON here")
     ev.set_defaults(func=cmd_eval)
 
@@ -425,15 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["hyena", "h3", "gpt2"],
         help="models to train and compare",
     )
-    syn.add_argument("--vocab", type=int, default=8, help="keys and values (recall) or tokens (induction)")
-    syn.add_argument("--num-pairs", type=int, default=4, help="key-value pairs per example (recall)")
-    syn.add_argument("--num-queries", type=int, default=8, help="queries per example (recall)")
-    syn.add_argument("--seq-len", type=int, default=32, help="sequence length (induction)")
-    syn.add_argument("--steps", type=int, default=2000, help="training steps per model")
-    syn.add_argument("--hidden-size", type=int, default=128, help="model width")
-    syn.add_argument("--layers", type=int, default=2, help="model depth")
-    syn.add_argument("--train-examples", type=int, default=20000, help="training set size")
-    syn.add_argument("--learning-rate", type=float, default=3e-3, help="AdamW learning rate")
+    syn.add_argument("--vocab", type=POSITIVE_INT, default=8, help="keys and values (recall) or tokens (induction)")
+    syn.add_argument("--num-pairs", type=POSITIVE_INT, default=4, help="key-value pairs per example (recall)")
+    syn.add_argument("--num-queries", type=POSITIVE_INT, default=8, help="queries per example (recall)")
+    syn.add_argument("--seq-len", type=POSITIVE_INT, default=32, help="sequence length (induction)")
+    syn.add_argument("--steps", type=POSITIVE_INT, default=2000, help="training steps per model")
+    syn.add_argument("--hidden-size", type=POSITIVE_INT, default=128, help="model width")
+    syn.add_argument("--layers", type=POSITIVE_INT, default=2, help="model depth")
+    syn.add_argument("--train-examples", type=POSITIVE_INT, default=20000, help="training set size")
+    syn.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=3e-3, help="AdamW learning rate")
     syn.add_argument("--output-dir", default="synthetic_output", help="folder for the table, JSON and plot")
     syn.set_defaults(func=cmd_synthetic)
 
@@ -444,18 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = _parser(sub, "demo", "train a small Hyena on associative recall offline, save, reload, generate")
     demo.add_argument("--output-dir", default="demo_output", help="folder for the trained model and reports")
-    demo.add_argument("--steps", type=int, default=3000, help="training steps")
-    demo.add_argument("--learning-rate", type=float, default=3e-3, help="AdamW learning rate")
-    demo.add_argument("--hidden-size", type=int, default=128, help="model width")
-    demo.add_argument("--num-keys", type=int, default=8, help="distinct keys (and values)")
-    demo.add_argument("--num-pairs", type=int, default=4, help="key-value pairs per example")
-    demo.add_argument("--num-queries", type=int, default=8, help="queries per example")
-    demo.add_argument("--train-examples", type=int, default=20000, help="training set size")
-    demo.add_argument("--fresh-prompts", type=int, default=256, help="fresh prompts answered after reloading")
+    demo.add_argument("--steps", type=POSITIVE_INT, default=3000, help="training steps")
+    demo.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=3e-3, help="AdamW learning rate")
+    demo.add_argument("--hidden-size", type=POSITIVE_INT, default=128, help="model width")
+    demo.add_argument("--num-keys", type=POSITIVE_INT, default=8, help="distinct keys (and values)")
+    demo.add_argument("--num-pairs", type=POSITIVE_INT, default=4, help="key-value pairs per example")
+    demo.add_argument("--num-queries", type=POSITIVE_INT, default=8, help="queries per example")
+    demo.add_argument("--train-examples", type=POSITIVE_INT, default=20000, help="training set size")
+    demo.add_argument("--fresh-prompts", type=POSITIVE_INT, default=256, help="fresh prompts answered after reloading")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--model", help="skip training: generate with this local folder or hub id")
     demo.add_argument("--prompt", action="append", help="prompt for --model (repeatable)")
-    demo.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate for --model")
+    demo.add_argument("--max-new-tokens", type=POSITIVE_INT, default=20, help="tokens to generate for --model")
     demo.set_defaults(func=cmd_demo)
     return parser
 

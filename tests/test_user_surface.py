@@ -65,6 +65,31 @@ def test_version_and_exit_codes(capsys, tmp_path):
     assert len(err) == 1 and err[0].startswith("hyena-hf generate: error: model folder not found")
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--steps", "-1"], "argument --steps: must be a positive integer, got -1"),
+        (["demo", "--fresh-prompts", "0"], "argument --fresh-prompts: must be a positive integer, got 0"),
+        (["synthetic", "--learning-rate", "nan"], "argument --learning-rate: must be a number > 0, got nan"),
+        (["generate", "m", "p", "--temperature", "-1"], "argument --temperature: must be a number >= 0, got -1"),
+        (["generate", "m", "p", "--num-beams", "0"], "argument --num-beams: must be a positive integer, got 0"),
+        (
+            ["generate", "m", "p", "--max-new-tokens", "x"],
+            "argument --max-new-tokens: must be a positive integer, got 'x'",
+        ),
+        (["distill", "m", "o", "--refine-steps", "-2"], "argument --refine-steps: must be an integer >= 0, got -2"),
+        (["eval", "m", "--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(argv, message, capsys):
+    """A count or rate outside its range is bad usage (exit 2, one line naming the option) before anything runs; it
+    used to run as something else (demo --steps -1 trained for 3 epochs, a negative temperature decoded greedily) or
+    fail inside (num_beams 0: division by zero)."""
+    with pytest.raises(SystemExit) as usage:
+        main(argv)
+    assert usage.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+
+
 def test_bench_runs_the_installed_module_never_the_current_directory(tmp_path, monkeypatch):
     (tmp_path / "benchmarks").mkdir()
     marker = tmp_path / "ran"
@@ -143,6 +168,10 @@ def test_cli_generate_continues_the_prompt_without_special_tokens(tmp_path, caps
     assert ended[0, -1] == tokenizer.sep_token_id
     after_sep = model.generate(ended, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert not torch.equal(after_sep[0, -6:], expected[0, -6:])  # the fixture tells the two apart
+    assert main(["generate", str(out), "acgtAC", "--max-new-tokens", "1"]) == 0  # lower case is not in the vocabulary
+    assert (
+        "note: 4 of 6 prompt tokens are not in the tokenizer's vocabulary and became [UNK]" in capsys.readouterr().err
+    )
 
 
 # -- model cards -------------------------------------------------------------------------------------------------------
