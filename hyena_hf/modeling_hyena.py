@@ -36,7 +36,13 @@ from .losses import causal_lm_loss, sequence_classification_loss
 from .model_inputs import ModelInputs
 from .ops import long_conv
 from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay, sine_of_linear
-from .precision import FLOAT32_PARAMETER_PATTERNS, KeepsFloat32, float32_default_dtype, no_autocast
+from .precision import (
+    FLOAT32_PARAMETER_PATTERNS,
+    KeepsFloat32,
+    float32_default_dtype,
+    float32_parameter_patterns,
+    no_autocast,
+)
 from .pretrained_io import HyenaCheckpointMixin
 
 
@@ -401,8 +407,13 @@ class HyenaPreTrainedModel(HyenaCheckpointMixin, PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
-    # Tensors that define long filters load in float32 whatever dtype is asked for (see hyena_hf.precision).
+    # Tensors that define long filters load in float32 whatever dtype is asked for (see hyena_hf.precision); each
+    # model lists the patterns of its own mixers (post_init).
     _keep_in_fp32_modules_strict = FLOAT32_PARAMETER_PATTERNS
+
+    def post_init(self) -> None:
+        self._keep_in_fp32_modules_strict = float32_parameter_patterns(self.config.mixer_types)
+        super().post_init()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -29,9 +29,24 @@ def logits_agreement(logits: torch.Tensor, reference: torch.Tensor) -> tuple[flo
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
-# Names (transformers' ``_keep_in_fp32_modules_strict`` patterns, searched as regular expressions in parameter names)
-# of the tensors that define long filters: the implicit / modal filter modules, and H3's SSM parameters and skip.
-FLOAT32_PARAMETER_PATTERNS = ["mixer.filter.", "mixer.shift_", "mixer.ssm_", r"mixer\.D$"]
+# Names of the tensors that define long filters, per mixer: the implicit / modal filter modules, and H3's SSM
+# parameters and skip. transformers' ``_keep_in_fp32_modules_strict`` patterns: the loader searches them as regular
+# expressions in parameter names, and transformers' model tests read them as whole dotted components
+# (``(^|\.)pattern(\.|$)``); these mean the same under both.
+FLOAT32_PATTERNS_BY_MIXER = {
+    "implicit": ["mixer.filter"],
+    "modal": ["mixer.filter"],
+    "h3": [r"mixer.shift_[BCD]", r"mixer.ssm_\w+", "mixer.D"],
+    "attention": [],
+}
+FLOAT32_PARAMETER_PATTERNS = ["mixer.filter", r"mixer.shift_[BCD]", r"mixer.ssm_\w+", "mixer.D"]
+
+
+def float32_parameter_patterns(mixer_types: list[str]) -> list[str]:
+    """The patterns of :data:`FLOAT32_PATTERNS_BY_MIXER` for a model with these mixers (each pattern names weights
+    the model has)."""
+    return sorted({p for kind in mixer_types for p in FLOAT32_PATTERNS_BY_MIXER[kind]})
+
 
 # Largest error of the logits against the float32 model (relative L2) and smallest argmax agreement per dtype; the
 # converter's --reference check fails outside them.
@@ -99,13 +114,17 @@ class KeepsFloat32(nn.Module):
         return super()._apply(_without_downcast(fn), recurse)
 
 
-def half_precision_filter_tensors(folder) -> list[str]:
-    """Names of long-filter tensors that the safetensors files of a local model folder store in half precision (their
-    rounding cannot be undone by computing in float32 afterwards); [] for anything else."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
+def half_precision_filter_tensors(folder, state_dict: dict | None = None) -> list[str]:
+    """Names of long-filter tensors that ``state_dict`` (when given) or else the safetensors files of a local model
+    folder store in half precision (their rounding cannot be undone by computing in float32 afterwards); [] for
+    anything else (a hub id, or no folder)."""
     pattern = re.compile("|".join(FLOAT32_PARAMETER_PATTERNS))
+    if state_dict is not None:
+        half = (torch.bfloat16, torch.float16)
+        return sorted(k for k, v in state_dict.items() if pattern.search(k) and getattr(v, "dtype", None) in half)
+    if folder is None or not Path(folder).is_dir():
+        return []
+    folder = Path(folder)
     names = []
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:

@@ -26,8 +26,9 @@ class HyenaCheckpointMixin:
         """transformers' loader, plus the refusals of :func:`check_loaded` (a backbone weight missing from the
         checkpoint, NaN/inf weights)."""
         want_info = kwargs.pop("output_loading_info", False)
+        state_dict = kwargs.get("state_dict")  # from_pretrained(None, config=..., state_dict=...) loads no folder
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        check_loaded(model, info, pretrained_model_name_or_path, cls._new_head_prefixes)
+        check_loaded(model, info, pretrained_model_name_or_path or "state_dict", cls._new_head_prefixes, state_dict)
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
@@ -46,7 +47,9 @@ class HyenaCheckpointMixin:
         return resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
 
 
-def check_loaded(model: nn.Module, info: dict, source, new_head_prefixes: tuple[str, ...]) -> None:
+def check_loaded(
+    model: nn.Module, info: dict, source, new_head_prefixes: tuple[str, ...], state_dict: dict | None = None
+) -> None:
     """Refuse a backbone weight missing from the checkpoint (a config that does not match the weights, e.g. another
     ``filter_type``, would otherwise leave randomly initialised mixers behind a load-report warning) and weights
     holding NaN/inf (a damaged file); warn when long filters were stored in half precision."""
@@ -60,7 +63,7 @@ def check_loaded(model: nn.Module, info: dict, source, new_head_prefixes: tuple[
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{source}: weight {name} holds NaN or infinite values (a damaged or corrupted file)")
-    rounded = half_precision_filter_tensors(source)
+    rounded = half_precision_filter_tensors(source, state_dict)
     if rounded:
         warnings.warn(
             f"{source} stores {len(rounded)} long-filter tensors in half precision "

@@ -139,6 +139,40 @@ def test_checkpoint_with_half_filter_tensors_says_what_it_lost(tmp_path):
     _assert_float32_filters(loaded, torch.bfloat16)
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_float32_patterns_name_this_models_weights_under_both_readings(tmp_path, variant):
+    """transformers' loader searches ``_keep_in_fp32_modules_strict`` entries as regular expressions, its model tests
+    read them as whole dotted components; both readings must pick the same weights, every entry must name some
+    weight of this model (an entry naming none hides a typo), and a float16 load keeps exactly those in float32."""
+    model = tiny_model(**VARIANTS[variant])
+    patterns = model._keep_in_fp32_modules_strict
+    assert patterns and model.backbone._keep_in_fp32_modules_strict == patterns
+    names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+    for pattern in patterns:
+        searched = {k for k in names if re.search(pattern, k)}
+        components = {k for k in names if re.search(rf"(?:^|\.){pattern}(?:\.|$)", k)}
+        assert searched and searched == components, pattern
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float16)
+    for name, tensor in loaded.state_dict().items():
+        if tensor.is_floating_point():
+            kept = any(re.search(rf"(?:^|\.){p}(?:\.|$)", name) for p in patterns)
+            assert tensor.dtype == (torch.float32 if kept else torch.float16), name
+            assert kept == bool(FILTER_TENSOR.search(name)), name
+
+
+def test_from_pretrained_of_a_state_dict_without_a_folder():
+    """``from_pretrained(None, config=..., state_dict=...)`` (transformers' in-memory load) gives the same weights,
+    and says so when the state dict's long-filter tensors were rounded to half precision."""
+    model = tiny_model()
+    state = model.state_dict()
+    loaded = HyenaForCausalLM.from_pretrained(None, config=model.config, state_dict=state)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    rounded = {k: (v.to(torch.bfloat16) if FILTER_TENSOR.search(k) else v) for k, v in state.items()}
+    with pytest.warns(UserWarning, match="state_dict stores .* long-filter tensors in half precision"):
+        HyenaForCausalLM.from_pretrained(None, config=model.config, state_dict=rounded)
+
+
 def test_trainer_bf16_step_matches_float32(tmp_path):
     """Trainer(bf16=True) on CPU (autocast): loss within 3e-2 of the float32 step, finite gradients everywhere."""
     name = "hyenadna_lm"
