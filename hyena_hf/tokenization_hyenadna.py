@@ -73,7 +73,11 @@ class HyenaDNATokenizer(PreTrainedTokenizer):
         ):
             kwargs.setdefault(name, token)
         super().__init__(
-            model_max_length=model_max_length, padding_side=padding_side, wrap_with_cls=wrap_with_cls, **kwargs
+            characters=characters,
+            model_max_length=model_max_length,
+            padding_side=padding_side,
+            wrap_with_cls=wrap_with_cls,
+            **kwargs,
         )
 
     @property
@@ -81,7 +85,9 @@ class HyenaDNATokenizer(PreTrainedTokenizer):
         return len(self._vocab)
 
     def get_vocab(self) -> dict[str, int]:
-        return dict(self._vocab)
+        """The characters and special tokens, and any tokens added since (``len(tokenizer)`` counts this, and
+        ``add_tokens`` numbers new tokens from it)."""
+        return {**self._vocab, **self.added_tokens_encoder}
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return list(text)

@@ -307,3 +307,24 @@ def test_hyena_hf_eval_on_a_folder_with_only_the_named_tasks(tmp_path, capsys):
     tokenizer.save_pretrained(model_dir)
     assert main(["eval", str(model_dir), "--local", "--data-dir", str(data), "--tasks", "cb", "--limit", "2"]) == 0
     assert "cb_local" in capsys.readouterr().out
+
+
+# 10. The DNA tokenizer counts and numbers added tokens as transformers' tokenizers do (found by transformers'
+# TokenizerTesterMixin: len() ignored added tokens, so a second add_tokens reused their ids)
+def test_dna_tokenizer_added_tokens(tmp_path):
+    tokenizer = HyenaDNATokenizer()
+    assert tokenizer.add_tokens(["<motif>", "<gap>"]) == 2
+    assert tokenizer.add_tokens(["<exon>"]) == 1
+    ids = tokenizer.convert_tokens_to_ids(["<motif>", "<gap>", "<exon>"])
+    assert ids == [12, 13, 14] and len(tokenizer) == 15
+    assert {"<motif>", "<gap>", "<exon>", "A", "[PAD]"} <= set(tokenizer.get_vocab())
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = HyenaDNATokenizer.from_pretrained(tmp_path)
+    assert len(reloaded) == 15 and reloaded.convert_tokens_to_ids(["<motif>", "<gap>", "<exon>"]) == ids
+    assert reloaded("AC<gap>G<exon>", add_special_tokens=False).input_ids == [7, 8, 13, 9, 14]
+    model = HyenaForCausalLM(tiny_config(vocab_size=12))
+    model.resize_token_embeddings(len(reloaded))  # the usual step after adding tokens: every id gets a row
+    assert model(torch.tensor([reloaded("AC<exon>").input_ids])).logits.shape[-1] == 15
+    rna = HyenaDNATokenizer(characters=list("ACGU"))
+    rna.save_pretrained(tmp_path / "rna")
+    assert HyenaDNATokenizer.from_pretrained(tmp_path / "rna").get_vocab() == rna.get_vocab()
