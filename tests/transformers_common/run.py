@@ -1,12 +1,14 @@
 """Run transformers' own common model tests (``ModelTesterMixin``, ``ConfigTester``, ``TrainingTesterMixin``) on
-Hyena, as transformers runs them for every in-library model.
+the four Hyena variants, and its common tokenizer tests (``TokenizerTesterMixin``) on the HyenaDNA tokenizer, as
+transformers runs them for every in-library model.
 
 The tests come from the sdist of the installed transformers version (downloaded with pip into a scratch folder; the
 project holds none of their code). The sdist lacks three helper modules the mixins import; they are replaced by
 stand-ins: the generation mixin (empty: generate is covered by the project's own tests), the export mixin (empty:
 tests/test_conformance.py exports every variant) and ``config_common_kwargs`` (the transformers 5 fields of
-``PreTrainedConfig``). Each variant runs in its own pytest process; the JSON lists every failure and whether it is
-a known, deliberate deviation (:data:`KNOWN_DEVIATIONS`). Exit code 1 on any other failure.
+``PreTrainedConfig``); the tokenizer tests read a DNA sample text. Each variant (and the tokenizer) runs in its own
+pytest process; the JSON lists every failure and whether it is a known, deliberate deviation
+(:data:`KNOWN_DEVIATIONS`). Exit code 1 on any other failure.
 
     python tests/transformers_common/run.py --output benchmarks/results/transformers_common_tests.json
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 import transformers
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ["hyena", "h3", "hyena_attention", "modal"]
+VARIANTS = ["hyena", "h3", "hyena_attention", "modal", "tokenizer"]
 
 # Failures by design, with the reason (README: loading and resizing).
 KNOWN_DEVIATIONS = {
@@ -39,6 +41,14 @@ KNOWN_DEVIATIONS = {
         "expects exactly vocab_size rows"
     ),
     "test_resize_embeddings_untied": "as test_resize_tokens_embeddings, for the untied head",
+    "test_pretokenized_inputs": (
+        "the test joins words with spaces; a space is not a DNA character and becomes [UNK], as in the original "
+        "tokenizer"
+    ),
+    "test_padding_to_multiple_of": (
+        "model_max_length is 1_000_002 as in the released tokenizers, not a multiple of 8; transformers refuses "
+        "truncation to it together with pad_to_multiple_of=8"
+    ),
 }
 
 STAND_INS = {
@@ -83,15 +93,22 @@ def fetch_test_tree(scratch: Path) -> Path:
     for relative, text in STAND_INS.items():
         (tests / relative).parent.mkdir(parents=True, exist_ok=True)
         (tests / relative).write_text(text)
-    hyena = tests / "models" / "hyena"
-    hyena.mkdir(parents=True, exist_ok=True)
-    (hyena / "test_modeling_hyena.py").write_text((HERE / "hyena_common_tests.py").read_text())
+    for folder, name, template in (
+        ("hyena", "test_modeling_hyena.py", "hyena_common_tests.py"),
+        ("hyenadna", "test_tokenization_hyenadna.py", "hyenadna_tokenizer_common_tests.py"),
+    ):
+        (tests / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (tests / "models" / folder / name).write_text((HERE / template).read_text())
+    (tests / "fixtures").mkdir(exist_ok=True)  # the tokenizer tests read a sample text: DNA here
+    (tests / "fixtures" / "sample_text.txt").write_text("\n".join(["ACGTTGCANNACGGTACCAT" * 3] * 10))
     for folder in [tests, *(p for p in tests.rglob("*") if p.is_dir())]:
         (folder / "__init__.py").touch()
     return tests
 
 
 def run_variant(tests: Path, variant: str, extra_path: str) -> dict:
+    """One pytest process: the model tests of ``variant``, or the tokenizer tests for ``"tokenizer"``."""
+    module = "hyenadna/test_tokenization_hyenadna.py" if variant == "tokenizer" else "hyena/test_modeling_hyena.py"
     env = dict(
         os.environ,
         HYENA_COMMON_VARIANT=variant,
@@ -109,7 +126,7 @@ def run_variant(tests: Path, variant: str, extra_path: str) -> dict:
             "no:cacheprovider",
             "-W",
             "ignore",
-            "tests/models/hyena/test_modeling_hyena.py",
+            f"tests/models/{module}",
         ],
         cwd=tests.parent,
         env=env,
