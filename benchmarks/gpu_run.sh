@@ -2,12 +2,13 @@
 # Everything the project measures on a GPU, in one command, on a CUDA machine with the project installed
 # (`pip install --no-deps -e .`): the Triton kernel tests with the real compiler, the whole suite on CUDA, the long
 # convolution (B=8 and B=64 with C=768 as in FlashFFTConv's table, bf16/fp16/fp32, forward and forward+backward, peak
-# memory, bandwidth floor; 1M tokens at B=1) and the model against GPT-2 (forward and training step). Every result
-# lands in OUT_DIR (at most 8 files, at most two folders deep), with the GPU name, versions and the exact commands.
+# memory, bandwidth floor; 1M tokens at B=1), the model against GPT-2 (forward and training step) and transformers' own
+# common model tests on the device. Every result lands in OUT_DIR (at most two folders deep; one STEPS group per call
+# stays within the device tool's 8 files), with the GPU name, versions and the exact commands.
 #
 #   bash benchmarks/gpu_run.sh [OUT_DIR]          # default: $OUT, else gpu_results
 #   bash benchmarks/gpu_run.sh --dry-run [OUT_DIR] # on a CPU: the same steps at toy sizes (interpreter, CPU device)
-#   STEPS="tests" bash benchmarks/gpu_run.sh ...   # a subset: tests, long_conv, model (default: all three)
+#   STEPS="tests" bash benchmarks/gpu_run.sh ...   # a subset: tests, common, long_conv, model (default: all four)
 #
 # The full suite also needs lm_eval, evaluate and datasets (the CPU extras): on a GPU image without a package index,
 # fetch them first with `bash benchmarks/gpu_wheels.sh` and bring .whl/ along; this script installs what lies there.
@@ -20,7 +21,7 @@ if [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 OUT_DIR=${1:-${OUT:-gpu_results}}
 mkdir -p "$OUT_DIR"
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-tests long_conv model}
+STEPS=${STEPS:-tests common long_conv model}
 STATUS=0
 wants() { [[ " $STEPS " == *" $1 "* ]]; }
 run() {  # run NAME COMMAND...: log the command, keep going on failure, remember it
@@ -83,6 +84,11 @@ if [ "$DRY" = 0 ] && "$PY" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 8 -p
 if wants tests; then
     run kernel_tests bash -c "$PY -m pytest -q -rf ${PARALLEL[*]} ${TESTS_KERNELS[*]@Q} > '$OUT_DIR/tests.log' 2>&1"
     run suite bash -c "$PY -m pytest -q -rfs ${PARALLEL[*]} ${TESTS_SUITE[*]@Q} 2>&1 | tail -n 300 >> '$OUT_DIR/tests.log'"
+fi
+# transformers' own common model and tokenizer tests on the device (from the carried sdist; downloaded on a dry run)
+if wants common; then
+    SDIST=(); for f in .whl/transformers-*.tar.gz; do [ -e "$f" ] && SDIST=(--sdist "$f"); done
+    run common "$PY" tests/transformers_common/run.py "${SDIST[@]}" --output "$OUT_DIR/transformers_common.json"
 fi
 if wants long_conv; then
     run long_conv_b8 "$PY" benchmarks/bench_long_conv.py --lengths "${LC_LENGTHS[@]}" "${LC_B8[@]}" \

@@ -67,26 +67,16 @@ STAND_INS = {
 }
 
 
-def fetch_test_tree(scratch: Path) -> Path:
-    """transformers' ``tests/`` from the sdist of the installed version, with the stand-ins and the Hyena module."""
-    version = transformers.__version__
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            f"transformers=={version}",
-            "--no-binary",
-            ":all:",
-            "--no-deps",
-            "-q",
-            "-d",
-            str(scratch),
-        ],
-        check=True,
-    )
-    with tarfile.open(scratch / f"transformers-{version}.tar.gz") as archive:
+def fetch_test_tree(scratch: Path, sdist: Path | None = None) -> Path:
+    """transformers' ``tests/`` from ``sdist`` (default: the sdist of the installed version, downloaded with pip),
+    with the stand-ins and the Hyena modules."""
+    if sdist is None:
+        version = transformers.__version__
+        pip = [sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary", ":all:"]
+        subprocess.run([*pip, "--no-deps", "-q", "-d", str(scratch)], check=True)
+        sdist = scratch / f"transformers-{version}.tar.gz"
+    version = sdist_version(sdist)
+    with tarfile.open(sdist) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith(f"transformers-{version}/tests/")]
         archive.extractall(scratch, members=members, filter="data")
     tests = scratch / f"transformers-{version}" / "tests"
@@ -104,6 +94,14 @@ def fetch_test_tree(scratch: Path) -> Path:
     for folder in [tests, *(p for p in tests.rglob("*") if p.is_dir())]:
         (folder / "__init__.py").touch()
     return tests
+
+
+def sdist_version(sdist: Path) -> str:
+    """``transformers-5.23.0.tar.gz`` -> ``5.23.0``."""
+    match = re.fullmatch(r"transformers-(.+)\.tar\.gz", Path(sdist).name)
+    if not match:
+        raise SystemExit(f"--sdist {sdist}: not a transformers sdist (transformers-VERSION.tar.gz)")
+    return match.group(1)
 
 
 def run_variant(tests: Path, variant: str, extra_path: str) -> dict:
@@ -146,19 +144,29 @@ def run_variant(tests: Path, variant: str, extra_path: str) -> dict:
     }
 
 
+def torch_device_name() -> str:
+    """The device transformers' tests run on (they pick an accelerator where there is one)."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     parser.add_argument("--output", help="write the results as JSON here")
     parser.add_argument("--extra-path", default="", help="PYTHONPATH entry holding the tests' extra packages")
+    parser.add_argument("--sdist", type=Path, help="a transformers sdist to take the tests from (default: download)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        tests = fetch_test_tree(Path(scratch))
+        tests = fetch_test_tree(Path(scratch), args.sdist)
         results = {v: run_variant(tests, v, args.extra_path) for v in args.variants}
     unexpected = sorted({n for r in results.values() for n, why in r["failed"].items() if why == "UNEXPECTED"})
     report = {
         "command": "python tests/transformers_common/run.py " + " ".join(sys.argv[1:]),
         "transformers": transformers.__version__,
+        "tests_from": f"transformers-{sdist_version(args.sdist) if args.sdist else transformers.__version__} sdist",
+        "device": torch_device_name(),
         "variants": results,
         "unexpected_failures": unexpected,
     }
