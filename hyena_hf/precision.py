@@ -39,13 +39,15 @@ FLOAT32_PATTERNS_BY_MIXER = {
     "h3": [r"mixer.shift_[BCD]", r"mixer.ssm_\w+", "mixer.D"],
     "attention": [],
 }
-FLOAT32_PARAMETER_PATTERNS = ["mixer.filter", r"mixer.shift_[BCD]", r"mixer.ssm_\w+", "mixer.D"]
 
 
 def float32_parameter_patterns(mixer_types: list[str]) -> list[str]:
     """The patterns of :data:`FLOAT32_PATTERNS_BY_MIXER` for a model with these mixers (each pattern names weights
     the model has)."""
     return sorted({p for kind in mixer_types for p in FLOAT32_PATTERNS_BY_MIXER[kind]})
+
+
+FLOAT32_PARAMETER_PATTERNS = float32_parameter_patterns(list(FLOAT32_PATTERNS_BY_MIXER))  # every mixer's
 
 
 # Largest error of the logits against the float32 model (relative L2) and smallest argmax agreement per dtype; the
@@ -120,8 +122,9 @@ def half_precision_filter_tensors(folder, state_dict: dict | None = None) -> lis
     anything else (a hub id, or no folder)."""
     pattern = re.compile("|".join(FLOAT32_PARAMETER_PATTERNS))
     if state_dict is not None:
-        half = (torch.bfloat16, torch.float16)
-        return sorted(k for k, v in state_dict.items() if pattern.search(k) and getattr(v, "dtype", None) in half)
+        return sorted(
+            k for k, v in state_dict.items() if pattern.search(k) and getattr(v, "dtype", None) in HALF_DTYPES
+        )
     if folder is None or not Path(folder).is_dir():
         return []
     folder = Path(folder)
