@@ -16,14 +16,16 @@ class HyenaGenerationMixin(GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward
 
-    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs):
-        # A cache of another kind or model is refused before generate asks it for its length.
+    def _prepare_cache_for_generation(
+        self, generation_config, model_kwargs: dict, generation_mode, batch_size: int, max_cache_length: int
+    ):
+        # A cache of another kind or model is refused before generate asks it for its length, and a length past the
+        # implicit filters before the prefill (max_cache_length + 1: the prompt, ids or embeddings, and new tokens).
         model_inputs.check_cache(model_kwargs.get("past_key_values"), self.config)
-        return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-
-    def _validate_generated_length(self, generation_config, input_ids_length: int, has_default_max_length: bool):
-        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
-        model_inputs.check_generation_length(self.config, generation_config.max_length, input_ids_length)
+        model_inputs.check_generation_length(self.config, max_cache_length + 1)
+        return super()._prepare_cache_for_generation(
+            generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
+        )
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, inputs_embeds=None, **kwargs):
         """transformers' own preparation (it slices what the cache has seen, takes ``inputs_embeds`` for the prefill and

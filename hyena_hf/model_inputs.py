@@ -92,15 +92,15 @@ def check_length(config: HyenaConfig, seqlen: int) -> None:
         )
 
 
-def check_generation_length(config: HyenaConfig, max_length: int, prompt_length: int) -> None:
-    """generate() on a model with implicit filters is refused before the prefill when it may run past
-    ``max_position_embeddings`` (it would otherwise fail there, after the work up to it)."""
+def check_generation_length(config: HyenaConfig, total_length: int) -> None:
+    """generate() on a model with implicit filters is refused before the prefill when the prompt and the new tokens
+    may run past ``max_position_embeddings`` (it would otherwise fail there, after the work up to it)."""
     limit = config.max_position_embeddings
-    if config.has_length_limit and max_length > limit:
+    if config.has_length_limit and total_length > limit:
         raise ValueError(
-            f"generate() may reach {max_length} tokens (prompt {prompt_length} + {max_length - prompt_length} new), "
-            f"beyond max_position_embeddings={limit} (the length of the implicit Hyena filters): ask for at most "
-            f"max_new_tokens={max(limit - prompt_length, 0)}"
+            f"generate() may reach {total_length} tokens (prompt and max_new_tokens), beyond "
+            f"max_position_embeddings={limit} (the length of the implicit Hyena filters): ask for "
+            f"{total_length - limit} fewer new tokens, or shorten the prompt"
         )
 
 

@@ -180,17 +180,21 @@ def test_cached_decoding_respects_the_length_limit(device):
 
 
 def test_generate_refuses_a_length_past_the_filters_before_the_prefill(device):
-    """Implicit filters end at max_position_embeddings (64 here): generate() asking for more is refused before any
-    forward runs (it would otherwise fail at token 65, after the work up to it); up to the limit it runs, and modal
-    filters, which have no limit, generate past it."""
+    """Implicit filters end at max_position_embeddings (64 here): generate() asking for more, from ids or from
+    embeddings, is refused before any forward runs (it would otherwise fail at token 65, after the work up to it); up
+    to the limit it runs, and modal filters, which have no limit, generate past it."""
     model = tiny_model().to(device).eval()
     calls = []
     model.register_forward_pre_hook(lambda *args: calls.append(1))
     prompt = _ids(2, 8)
-    with pytest.raises(ValueError, match=r"may reach 108 tokens .* ask for at most max_new_tokens=56"):
+    with pytest.raises(ValueError, match=r"may reach 108 tokens .* ask for 44 fewer new tokens"):
         model.generate(prompt, max_new_tokens=100, do_sample=False)
+    embeds = model.get_input_embeddings()(_ids(2, 60))
+    with pytest.raises(ValueError, match=r"may reach 65 tokens .* ask for 1 fewer new tokens"):
+        model.generate(inputs_embeds=embeds, max_new_tokens=5, do_sample=False)
     assert calls == []
     assert model.generate(prompt, max_new_tokens=56, do_sample=False).shape == (2, 64)
+    assert model.generate(inputs_embeds=embeds, max_new_tokens=4, do_sample=False).shape == (2, 4)
     modal = tiny_model(filter_type="modal").to(device).eval()
     assert modal.generate(prompt, max_new_tokens=70, do_sample=False, eos_token_id=None).shape == (2, 78)
 
