@@ -23,7 +23,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import can_return_tuple
 
-from . import model_inputs, ops_cpu  # the input checks and CPU engines (module attributes: tests wrap them)
+from . import model_inputs, ops_cpu, precision  # input checks, CPU engines (module attributes: tests wrap them)
 from .attention_functions import apply_rotary, attention_function, rotary_inv_freq
 from .cache_hyena import H3State, HyenaCache, HyenaConvState
 from .configuration_hyena import HyenaConfig
@@ -36,13 +36,7 @@ from .losses import causal_lm_loss, sequence_classification_loss
 from .model_inputs import ModelInputs
 from .ops import long_conv
 from .ops_cpu import causal_short_conv, linear_channels_first, project_filter_rows, scale_by_decay, sine_of_linear
-from .precision import (
-    FLOAT32_PARAMETER_PATTERNS,
-    KeepsFloat32,
-    float32_default_dtype,
-    float32_parameter_patterns,
-    no_autocast,
-)
+from .precision import KeepsFloat32, float32_default_dtype, no_autocast
 from .pretrained_io import HyenaCheckpointMixin
 
 
@@ -409,10 +403,10 @@ class HyenaPreTrainedModel(HyenaCheckpointMixin, PreTrainedModel):
     _supports_flash_attn = True
     # Tensors that define long filters load in float32 whatever dtype is asked for (see hyena_hf.precision); each
     # model lists the patterns of its own mixers (post_init).
-    _keep_in_fp32_modules_strict = FLOAT32_PARAMETER_PATTERNS
+    _keep_in_fp32_modules_strict = precision.FLOAT32_PARAMETER_PATTERNS
 
     def post_init(self) -> None:
-        self._keep_in_fp32_modules_strict = float32_parameter_patterns(self.config.mixer_types)
+        self._keep_in_fp32_modules_strict = precision.float32_parameter_patterns(self.config.mixer_types)
         super().post_init()
 
     @torch.no_grad()
