@@ -342,6 +342,14 @@ POSITIVE_FLOAT = _number_at_least(float, float.fromhex("0x1p-1074"), "a number >
 NON_NEGATIVE_FLOAT = _number_at_least(float, 0.0, "a number >= 0")
 
 
+def _training_options(parser: argparse.ArgumentParser, steps: int) -> None:
+    """What the demo and the synthetic comparison train with: steps, AdamW rate, width, training set size."""
+    parser.add_argument("--steps", type=POSITIVE_INT, default=steps, help="training steps (per model)")
+    parser.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=3e-3, help="AdamW learning rate")
+    parser.add_argument("--hidden-size", type=POSITIVE_INT, default=128, help="model width")
+    parser.add_argument("--train-examples", type=POSITIVE_INT, default=20000, help="training set size")
+
+
 def _parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
@@ -460,11 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--num-pairs", type=POSITIVE_INT, default=4, help="key-value pairs per example (recall)")
     syn.add_argument("--num-queries", type=POSITIVE_INT, default=8, help="queries per example (recall)")
     syn.add_argument("--seq-len", type=POSITIVE_INT, default=32, help="sequence length (induction)")
-    syn.add_argument("--steps", type=POSITIVE_INT, default=2000, help="training steps per model")
-    syn.add_argument("--hidden-size", type=POSITIVE_INT, default=128, help="model width")
+    _training_options(syn, steps=2000)
     syn.add_argument("--layers", type=POSITIVE_INT, default=2, help="model depth")
-    syn.add_argument("--train-examples", type=POSITIVE_INT, default=20000, help="training set size")
-    syn.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=3e-3, help="AdamW learning rate")
     syn.add_argument("--output-dir", default="synthetic_output", help="folder for the table, JSON and plot")
     syn.set_defaults(func=cmd_synthetic)
 
@@ -475,13 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = _parser(sub, "demo", "train a small Hyena on associative recall offline, save, reload, generate")
     demo.add_argument("--output-dir", default="demo_output", help="folder for the trained model and reports")
-    demo.add_argument("--steps", type=POSITIVE_INT, default=3000, help="training steps")
-    demo.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=3e-3, help="AdamW learning rate")
-    demo.add_argument("--hidden-size", type=POSITIVE_INT, default=128, help="model width")
+    _training_options(demo, steps=3000)
     demo.add_argument("--num-keys", type=POSITIVE_INT, default=8, help="distinct keys (and values)")
     demo.add_argument("--num-pairs", type=POSITIVE_INT, default=4, help="key-value pairs per example")
     demo.add_argument("--num-queries", type=POSITIVE_INT, default=8, help="queries per example")
-    demo.add_argument("--train-examples", type=POSITIVE_INT, default=20000, help="training set size")
     demo.add_argument("--fresh-prompts", type=POSITIVE_INT, default=256, help="fresh prompts answered after reloading")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--model", help="skip training: generate with this local folder or hub id")
