@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -342,6 +343,14 @@ POSITIVE_FLOAT = _number_at_least(float, float.fromhex("0x1p-1074"), "a number >
 NON_NEGATIVE_FLOAT = _number_at_least(float, 0.0, "a number >= 0")
 
 
+def _shard_size(text: str) -> str:
+    """An argparse type: a positive size with a unit, as ``save_pretrained(max_shard_size=)`` reads it ("2GB")."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]B)\s*", text, flags=re.IGNORECASE)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive size with a unit (KB, MB, GB or TB), got {text!r}")
+    return text.strip()
+
+
 def _training_options(parser: argparse.ArgumentParser, steps: int) -> None:
     """What the demo and the synthetic comparison train with: steps, AdamW rate, width, training set size."""
     parser.add_argument("--steps", type=POSITIVE_INT, default=steps, help="training steps (per model)")
@@ -401,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--push-to-hub", metavar="REPO", help="also push the model, tokenizer and card to this hub repo"
     )
-    convert.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard")
+    convert.add_argument("--max-shard-size", type=_shard_size, default="2GB", help="largest safetensors shard")
     convert.add_argument("--overwrite", action="store_true", help="replace an earlier hyena-hf output in OUTPUT_DIR")
     convert.set_defaults(func=cmd_convert)
 

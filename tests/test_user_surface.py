@@ -79,6 +79,10 @@ def test_version_and_exit_codes(capsys, tmp_path):
         ),
         (["distill", "m", "o", "--refine-steps", "-2"], "argument --refine-steps: must be an integer >= 0, got -2"),
         (["eval", "m", "--batch-size", "0"], "argument --batch-size: must be a positive integer, got 0"),
+        (
+            ["convert", "a", "b", "--max-shard-size", "abc"],
+            "must be a positive size with a unit (KB, MB, GB or TB), got 'abc'",
+        ),
     ],
 )
 def test_out_of_range_numbers_are_usage_errors(argv, message, capsys):
