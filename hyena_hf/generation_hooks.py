@@ -22,7 +22,7 @@ class HyenaGenerationMixin(GenerationMixin):
         # A cache of another kind or model is refused before generate asks it for its length, and a length past the
         # implicit filters before the prefill (max_cache_length + 1: the prompt, ids or embeddings, and new tokens).
         model_inputs.check_cache(model_kwargs.get("past_key_values"), self.config)
-        model_inputs.check_generation_length(self.config, max_cache_length + 1)
+        model_inputs.check_length(self.config, max_cache_length + 1, generating=True)
         return super()._prepare_cache_for_generation(
             generation_config, model_kwargs, generation_mode, batch_size, max_cache_length
         )

@@ -81,27 +81,24 @@ def padding_multiplier(attention_mask: torch.Tensor | None, dtype: torch.dtype) 
     return attention_mask[:, None, :].to(dtype)
 
 
-def check_length(config: HyenaConfig, seqlen: int) -> None:
-    """Implicit filters exist up to ``max_position_embeddings`` positions: a longer input (cached + new) is refused."""
-    if config.has_length_limit and seqlen > config.max_position_embeddings:
-        raise ValueError(
-            f"Input length {seqlen} exceeds max_position_embeddings={config.max_position_embeddings} (the length of "
-            "the implicit Hyena filters). Truncate the input, or load the model with a larger "
-            "max_position_embeddings (the filters are then evaluated at new positions and the model must be "
-            "fine-tuned)."
-        )
-
-
-def check_generation_length(config: HyenaConfig, total_length: int) -> None:
-    """generate() on a model with implicit filters is refused before the prefill when the prompt and the new tokens
-    may run past ``max_position_embeddings`` (it would otherwise fail there, after the work up to it)."""
+def check_length(config: HyenaConfig, seqlen: int, generating: bool = False) -> None:
+    """Implicit filters exist up to ``max_position_embeddings`` positions: a longer input (cached + new) is refused;
+    with ``generating``, ``seqlen`` is what generate() may reach (prompt and new tokens), refused before the prefill
+    (it would otherwise fail there, after the work up to it)."""
     limit = config.max_position_embeddings
-    if config.has_length_limit and total_length > limit:
+    if not (config.has_length_limit and seqlen > limit):
+        return
+    if generating:
         raise ValueError(
-            f"generate() may reach {total_length} tokens (prompt and max_new_tokens), beyond "
-            f"max_position_embeddings={limit} (the length of the implicit Hyena filters): ask for "
-            f"{total_length - limit} fewer new tokens, or shorten the prompt"
+            f"generate() may reach {seqlen} tokens (prompt and max_new_tokens), beyond max_position_embeddings={limit} "
+            f"(the length of the implicit Hyena filters): ask for {seqlen - limit} fewer new tokens, or shorten the "
+            "prompt"
         )
+    raise ValueError(
+        f"Input length {seqlen} exceeds max_position_embeddings={limit} (the length of the implicit Hyena filters). "
+        "Truncate the input, or load the model with a larger max_position_embeddings (the filters are then evaluated "
+        "at new positions and the model must be fine-tuned)."
+    )
 
 
 def embed_inputs(
