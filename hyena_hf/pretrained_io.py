@@ -28,7 +28,7 @@ class HyenaCheckpointMixin:
         want_info = kwargs.pop("output_loading_info", False)
         state_dict = kwargs.get("state_dict")  # from_pretrained(None, config=..., state_dict=...) loads no folder
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        check_loaded(model, info, pretrained_model_name_or_path or "state_dict", cls._new_head_prefixes, state_dict)
+        check_loaded(model, info, pretrained_model_name_or_path, cls._new_head_prefixes, state_dict)
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
@@ -52,21 +52,23 @@ def check_loaded(
 ) -> None:
     """Refuse a backbone weight missing from the checkpoint (a config that does not match the weights, e.g. another
     ``filter_type``, would otherwise leave randomly initialised mixers behind a load-report warning) and weights
-    holding NaN/inf (a damaged file); warn when long filters were stored in half precision."""
+    holding NaN/inf (a damaged file); warn when long filters were stored in half precision. ``source`` is the folder
+    or hub id, None for a load from ``state_dict`` alone."""
+    name = "state_dict" if source is None else source  # for the messages
     fresh = sorted(k for k in info["missing_keys"] if not k.startswith(new_head_prefixes))
     if fresh:
         shown = ", ".join(fresh[:3]) + (f" and {len(fresh) - 3} more" if len(fresh) > 3 else "")
         raise ValueError(
-            f"{source}: the checkpoint has no weights for {shown}; its config "
+            f"{name}: the checkpoint has no weights for {shown}; its config "
             "does not describe these weights (filter_type, hyena_order, attn_layer_idx?)"
         )
-    for name, tensor in model.state_dict().items():
+    for key, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{source}: weight {name} holds NaN or infinite values (a damaged or corrupted file)")
-    rounded = half_precision_filter_tensors(source, state_dict)
+            raise ValueError(f"{name}: weight {key} holds NaN or infinite values (a damaged or corrupted file)")
+    rounded = half_precision_filter_tensors(source, state_dict)  # the state dict when given, else the folder's files
     if rounded:
         warnings.warn(
-            f"{source} stores {len(rounded)} long-filter tensors in half precision "
+            f"{name} stores {len(rounded)} long-filter tensors in half precision "
             f"({rounded[0]}, ...): they are used in float32, but their rounding cannot be undone and can "
             "change the outputs completely; re-save or re-convert the model from float32 weights",
             stacklevel=4,
