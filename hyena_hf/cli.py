@@ -321,15 +321,16 @@ def cmd_bench(args) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
-def _number_at_least(kind: type, lowest: float, what: str):
-    """An argparse type: a ``kind`` number >= ``lowest``, else a usage error (exit 2) naming the value."""
+def _number_in_range(kind: type, lowest: float, what: str, strict: bool = False):
+    """An argparse type: a ``kind`` number >= ``lowest`` (> with ``strict``), else a usage error (exit 2) naming the
+    value."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not value >= lowest:  # also refuses nan
+        if not (value > lowest if strict else value >= lowest):  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return value
 
@@ -337,10 +338,10 @@ def _number_at_least(kind: type, lowest: float, what: str):
     return parse
 
 
-POSITIVE_INT = _number_at_least(int, 1, "a positive integer")
-NON_NEGATIVE_INT = _number_at_least(int, 0, "an integer >= 0")
-POSITIVE_FLOAT = _number_at_least(float, float.fromhex("0x1p-1074"), "a number > 0")
-NON_NEGATIVE_FLOAT = _number_at_least(float, 0.0, "a number >= 0")
+POSITIVE_INT = _number_in_range(int, 1, "a positive integer")
+NON_NEGATIVE_INT = _number_in_range(int, 0, "an integer >= 0")
+POSITIVE_FLOAT = _number_in_range(float, 0.0, "a number > 0", strict=True)
+NON_NEGATIVE_FLOAT = _number_in_range(float, 0.0, "a number >= 0")
 
 
 def _shard_size(text: str) -> str:
