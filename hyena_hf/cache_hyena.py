@@ -19,6 +19,8 @@ Per layer (``config.layer_types``):
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionLayer
 
@@ -206,6 +208,7 @@ class HyenaCache(Cache):
         super().__init__(layers=layers)
         self.layout = state_layout(config)  # what the layers were built for (checked against the model)
         self.seen_tokens = 0
+        self.incomplete = False  # a forward raised part-way through filling it (see filled_by_forward)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen_tokens
@@ -228,6 +231,7 @@ class HyenaCache(Cache):
         """Every layer back to its new state: the next forward starts a new sequence (any batch size)."""
         super().reset()
         self.seen_tokens = 0
+        self.incomplete = False
 
     @property
     def batch_size(self) -> int:
@@ -277,3 +281,17 @@ class HyenaCache(Cache):
             else:
                 out.append(layer.memory_bytes())
         return out
+
+
+@contextlib.contextmanager
+def filled_by_forward(cache: HyenaCache | None):
+    """The context of a forward that writes the new tokens into ``cache`` layer by layer: where it raises part-way
+    (out of memory, an interrupt, a hook's error), some layers hold the new tokens and others do not, so the cache
+    is marked :attr:`~HyenaCache.incomplete` and refused by the next forward (a continuation would silently be
+    wrong) until :meth:`~HyenaCache.reset`."""
+    try:
+        yield
+    except BaseException:
+        if cache is not None:
+            cache.incomplete = True
+        raise

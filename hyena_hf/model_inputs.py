@@ -211,6 +211,11 @@ def check_cache(past_key_values, config: HyenaConfig, batch_size: int | None = N
             f"past_key_values must be a HyenaCache (or None: the model then builds one), got {kind}, which cannot hold "
             "the long-convolution states"
         )
+    if past_key_values.incomplete:
+        raise ValueError(
+            "past_key_values was left incomplete by a forward that raised part-way (some layers hold its tokens, "
+            "others do not): call past_key_values.reset() and run the prompt again"
+        )
     model_layout = state_layout(config)
     differ = [
         f"{k} {v} (this model: {model_layout[k]})" for k, v in past_key_values.layout.items() if v != model_layout[k]

@@ -25,7 +25,7 @@ from transformers.utils import can_return_tuple
 
 from . import model_inputs, ops_cpu, precision  # input checks, CPU engines (module attributes: tests wrap them)
 from .attention_functions import apply_rotary, attention_function, rotary_inv_freq
-from .cache_hyena import H3State, HyenaCache, HyenaConvState
+from .cache_hyena import H3State, HyenaCache, HyenaConvState, filled_by_forward
 from .configuration_hyena import HyenaConfig
 from .cpu_backbone import backbone_forward, backbone_serves
 from .decoding import h3_prefill, h3_step, hyena_prefill_step, hyena_step, hyena_step_parameters, prefill_recorder
@@ -474,15 +474,22 @@ class HyenaModel(HyenaPreTrainedModel):
         engine = backbone_serves(self, inputs, past_key_values, output_hidden_states or output_attentions)
         if past_key_values is not None:  # the tokens it will hold (read by prepare_model_inputs only, above)
             past_key_values.seen_tokens = inputs.total
-        if engine:  # CPU inference in reused buffers
-            return BaseModelOutputWithPast(backbone_forward(self, inputs, past_key_values), past_key_values)
+        with filled_by_forward(past_key_values):
+            if engine:  # CPU inference in reused buffers
+                return BaseModelOutputWithPast(backbone_forward(self, inputs, past_key_values), past_key_values)
+            return self._blocks(inputs, past_key_values, output_hidden_states, output_attentions)
+
+    def _blocks(
+        self, inputs: ModelInputs, cache: HyenaCache | None, output_hidden_states: bool, output_attentions: bool
+    ) -> BaseModelOutputWithPast:
+        """The blocks one by one on ``inputs.embeds (B, L, d)``, then the final norm."""
         hidden_states, residual = inputs.embeds, None
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for i, block in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states if residual is None else residual,)
-            layer_cache = past_key_values.layers[i] if past_key_values is not None else None
+            layer_cache = cache.layers[i] if cache is not None else None
             hidden_states, residual, weights = block(hidden_states, residual, inputs, layer_cache, output_attentions)
             if output_attentions and weights is not None:  # attention layers only (as in transformers' hybrids)
                 all_attentions += (weights,)
@@ -490,7 +497,7 @@ class HyenaModel(HyenaPreTrainedModel):
         hidden_states = self.norm_f(residual.to(dtype=self.norm_f.weight.dtype))
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        return BaseModelOutputWithPast(hidden_states, past_key_values, all_hidden_states, all_attentions)
+        return BaseModelOutputWithPast(hidden_states, cache, all_hidden_states, all_attentions)
 
 
 class HyenaForCausalLM(HyenaPreTrainedModel, HyenaGenerationMixin):

@@ -367,3 +367,54 @@ def test_a_cache_of_other_rows_or_another_model_is_refused(variant, device):
         assert cache.get_seq_length() == 10
         more = model(ids[:, 10:], past_key_values=cache).logits
     assert (more - full[:, 10:]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_forward_that_raises_part_way_leaves_the_cache_refused_until_reset(variant, device):
+    """A continuation that raises after some layers took the new tokens (out of memory, an interrupt; here a hook on
+    the last block) leaves the cache half-updated: the next forward and generate refuse it with one line instead of
+    continuing silently wrong, and after reset() the same object serves a new prefill exactly."""
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    ids = _ids(2, 12)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :8], use_cache=True).past_key_values
+
+        def fail(*args):
+            raise RuntimeError("simulated failure in the last block")
+
+        handle = model.backbone.layers[-1].register_forward_hook(fail)
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            model(ids[:, 8:10], past_key_values=cache)
+        handle.remove()
+        refused = r"^past_key_values was left incomplete by a forward that raised part-way \("
+        with pytest.raises(ValueError, match=refused):
+            model(ids[:, 8:10], past_key_values=cache)
+        with pytest.raises(ValueError, match=refused):
+            model.generate(ids[:, :10], past_key_values=cache, max_new_tokens=1)
+        cache.reset()
+        assert not cache.incomplete
+        model(ids[:, :8], past_key_values=cache)
+        more = model(ids[:, 8:], past_key_values=cache).logits
+    assert (more - full[:, 8:]).abs().max() < 1e-9
+
+
+def test_a_prefill_through_the_cpu_engine_that_raises_marks_the_cache(monkeypatch):
+    """The same for a prefill through the whole-backbone CPU engine (it fills the layers' states one by one)."""
+    import hyena_hf.cpu_backbone as cpu_backbone
+
+    monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
+    model = tiny_model()
+    cache = HyenaCache(model.config)
+    calls = []
+
+    def mlp_then_fail(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cpu_backbone, "mlp_in_row_blocks", mlp_then_fail)
+    with torch.no_grad(), pytest.raises(KeyboardInterrupt):
+        model(_ids(1, 16), past_key_values=cache, use_cache=True)
+    assert calls == [1] and cache.incomplete  # the engine ran: the first mixer had filled its state
+    with pytest.raises(ValueError, match="left incomplete"):
+        model(_ids(1, 1), past_key_values=cache)
