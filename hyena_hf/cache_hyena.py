@@ -1,7 +1,8 @@
 """Decoding state for Hyena-family models, in one transformers ``Cache`` object built from transformers' own cache
 layers (``DynamicLayer`` for attention, ``LinearAttentionLayer`` for the convolution and SSM states, read and written
 through ``update_conv_state`` / ``update_recurrent_state``), so the library's utilities (beam reordering, batch
-selection and repetition, offloading, ``get_conv_state``) work as for Mamba.
+selection and repetition, offloading, ``get_conv_state``) work as for Mamba. The model builds a :class:`HyenaCache`;
+transformers' ``DynamicCache`` serves as well (:func:`take_over` puts these layers into it).
 
 Per layer (``config.layer_types``):
 
@@ -22,18 +23,49 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer, LinearAttentionLayer
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache, DynamicLayer, LinearAttentionLayer
 
 
-class _HyenaStateLayer(LinearAttentionLayer):
+class _HyenaStateLayer(LinearAttentionLayer, CacheLayerMixin):
     """transformers' linear-attention cache layer (conv and recurrent states, ``update_conv_state`` /
     ``update_recurrent_state``, beam reordering, offloading, reset) plus what generation's batch utilities need and
     the per-prefill ``step_params`` (what decoding reads from the weights: filters, poles, discretised SSM; no batch
-    dimension, so reordering leaves it alone)."""
+    dimension, so reordering leaves it alone).
+
+    It also counts the tokens it has taken in and answers ``get_seq_length`` as an attention layer does: transformers'
+    ``DynamicCache`` reads a cache's length from its first such layer, and generate asks a cache for its length
+    before the prefill (Mamba avoids the question by its class name)."""
+
+    is_compileable = False  # a growing history and per-prefill parameters outside the tensors
+    is_croppable = False
 
     def __init__(self, number_of_states: int = 1):
-        super().__init__(number_of_states=number_of_states)
+        CacheLayerMixin.__init__(self)  # keys / values stay None: no attention states here
+        LinearAttentionLayer.__init__(self, number_of_states=number_of_states)
         self.step_params: tuple | None = None
+        self.seen_tokens = 0
+        self.incomplete = False  # a forward raised part-way through filling its cache (see filled_by_forward)
+        self.layout: dict | None = None  # the model's state_layout, set by state_layers
+
+    def get_seq_length(self) -> int:
+        """Tokens of the sequence taken in so far."""
+        return self.seen_tokens
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """(kv_length, kv_offset) as an attention layer of the same cache would report them."""
+        return self.seen_tokens + query_length, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} holds convolution / SSM states, not attention keys and values")
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Refused: convolution and SSM states hold no per-token past. A cache whose crop got here may already have
+        cropped its attention layers, so the layer is marked incomplete (refused until ``reset``)."""
+        self.incomplete = True
+        raise ValueError(
+            "a Hyena cache layer cannot be cropped: its convolution / SSM states hold no per-token past to roll back "
+            "to; the cache must be reset() (run the prefill again on the shorter prefix)"
+        )
 
     def _state_tensors(self):
         for states in (self.conv_states, self.recurrent_states):
@@ -62,6 +94,8 @@ class _HyenaStateLayer(LinearAttentionLayer):
             self.is_conv_states_initialized[i] = self.is_recurrent_states_initialized[i] = False
             self.has_previous_state[i] = False
         self.step_params = None
+        self.seen_tokens = 0
+        self.incomplete = False
 
     @property
     def batch_size(self) -> int:
@@ -191,21 +225,30 @@ def state_layout(config) -> dict:
     return {name: getattr(config, name) for name in STATE_FIELDS}
 
 
+def state_layers(config) -> list:
+    """One new cache layer per block of ``config``'s model: ``DynamicLayer`` for attention, else the mixer's state
+    layer, which records the model's :func:`state_layout`."""
+    layers = []
+    for mixer in config.mixer_types:
+        if mixer == "attention":
+            layers.append(DynamicLayer())
+            continue
+        if mixer == "h3":
+            layer = H3State()
+        elif mixer == "modal":
+            layer = ModalState(config.hyena_order - 1)
+        else:
+            layer = HyenaConvState(config.hyena_order - 1)
+        layer.layout = state_layout(config)
+        layers.append(layer)
+    return layers
+
+
 class HyenaCache(Cache):
     """One cache for a whole Hyena-family model (long-convolution states and attention KV caches)."""
 
     def __init__(self, config):
-        layers = []
-        for mixer in config.mixer_types:
-            if mixer == "attention":
-                layers.append(DynamicLayer())
-            elif mixer == "h3":
-                layers.append(H3State())
-            elif mixer == "modal":
-                layers.append(ModalState(config.hyena_order - 1))
-            else:
-                layers.append(HyenaConvState(config.hyena_order - 1))
-        super().__init__(layers=layers)
+        super().__init__(layers=state_layers(config))
         self.layout = state_layout(config)  # what the layers were built for (checked against the model)
         self.seen_tokens = 0
         self.incomplete = False  # a forward raised part-way through filling it (see filled_by_forward)
@@ -236,14 +279,7 @@ class HyenaCache(Cache):
     @property
     def batch_size(self) -> int:
         """The rows B of the stored states (attention KV included), -1 while nothing is stored."""
-        for layer in self.layers:
-            if isinstance(layer, DynamicLayer):
-                size = layer.keys.shape[0] if layer.is_initialized else -1
-            else:
-                size = layer.batch_size
-            if size >= 0:
-                return size
-        return -1
+        return stored_rows(self)
 
     @property
     def is_croppable(self) -> bool:
@@ -283,15 +319,72 @@ class HyenaCache(Cache):
         return out
 
 
+def stored_rows(cache: Cache) -> int:
+    """The rows B of the states ``cache`` stores (attention KV included), -1 while it stores nothing."""
+    for layer in cache.layers:
+        if isinstance(layer, _HyenaStateLayer):
+            size = layer.batch_size
+        else:
+            size = layer.keys.shape[0] if getattr(layer, "is_initialized", False) else -1
+        if size >= 0:
+            return size
+    return -1
+
+
+def _holds_states(layer) -> bool:
+    if isinstance(layer, LinearAttentionLayer):
+        return any(layer.is_conv_states_initialized.values()) or any(layer.is_recurrent_states_initialized.values())
+    return bool(getattr(layer, "is_initialized", False))
+
+
+def take_over(cache: DynamicCache, config) -> None:
+    """Make transformers' ``DynamicCache`` this model's cache, in the same object: one that holds nothing yet
+    (``DynamicCache()``, or ``DynamicCache(config=model.config)``, whose library layers have no room for the exact
+    history or the per-prefill parameters) gets the layers of :func:`state_layers` in place of its own. Any other
+    cache is left as it is, for :func:`hyena_hf.model_inputs.check_cache` to accept or refuse."""
+    layers = cache.layers
+    library_layers = all(type(layer) in (DynamicLayer, LinearAttentionLayer) for layer in layers)
+    if len(layers) in (0, config.num_hidden_layers) and library_layers and not any(map(_holds_states, layers)):
+        layers[:] = state_layers(config)
+
+
+def layout_of(cache: Cache) -> dict | None:
+    """The :func:`state_layout` of the model ``cache`` was built for, None where its layers do not record one
+    (attention layers alone, or another library's layers)."""
+    if isinstance(cache, HyenaCache):
+        return cache.layout
+    return next((layer.layout for layer in cache.layers if isinstance(layer, _HyenaStateLayer)), None)
+
+
+def layer_kinds(cache: Cache) -> list[str]:
+    """Per layer of ``cache``, the mixer type its states are for (``config.mixer_types``' names), or the class name
+    of a layer of another kind."""
+    kinds = {HyenaConvState: "implicit", ModalState: "modal", H3State: "h3", DynamicLayer: "attention"}
+    return [kinds.get(type(layer), type(layer).__name__) for layer in cache.layers]
+
+
+def is_incomplete(cache: Cache) -> bool:
+    """Whether a forward raised part-way through filling ``cache`` (see :func:`filled_by_forward`)."""
+    own = isinstance(cache, HyenaCache) and cache.incomplete
+    return own or any(isinstance(layer, _HyenaStateLayer) and layer.incomplete for layer in cache.layers)
+
+
 @contextlib.contextmanager
-def filled_by_forward(cache: HyenaCache | None):
-    """The context of a forward that writes the new tokens into ``cache`` layer by layer: where it raises part-way
-    (out of memory, an interrupt, a hook's error), some layers hold the new tokens and others do not, so the cache
-    is marked :attr:`~HyenaCache.incomplete` and refused by the next forward (a continuation would silently be
-    wrong) until :meth:`~HyenaCache.reset`."""
+def filled_by_forward(cache: Cache | None, total: int):
+    """The context of a forward that writes its tokens into ``cache`` layer by layer, after which the cache holds
+    ``total`` tokens (recorded on entry: the layers read it). Where the forward raises part-way (out of memory, an
+    interrupt, a hook's error), some layers hold the new tokens and others do not: the cache is marked incomplete
+    and refused by the next forward (a continuation would silently be wrong) until ``reset()``."""
+    state_layers_of = [] if cache is None else [layer for layer in cache.layers if isinstance(layer, _HyenaStateLayer)]
+    if isinstance(cache, HyenaCache):
+        cache.seen_tokens = total
+    for layer in state_layers_of:
+        layer.seen_tokens = total
     try:
         yield
     except BaseException:
-        if cache is not None:
+        if isinstance(cache, HyenaCache):
             cache.incomplete = True
+        for layer in state_layers_of:
+            layer.incomplete = True
         raise

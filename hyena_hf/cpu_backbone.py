@@ -62,7 +62,7 @@ def backbone_serves(model, inputs: ModelInputs, cache, outputs_asked: bool) -> b
     return (
         embeds.device.type == "cpu"
         and embeds.numel() * embeds.element_size() >= MIN_TENSOR_BYTES
-        and (cache is None or not cache.is_initialized)
+        and (cache is None or cache.get_seq_length() == 0)
         and not outputs_asked
         and dtype in (torch.float32, torch.float64)
         and all(p.dtype == dtype for p in model.parameters())

@@ -1,6 +1,7 @@
 """What transformers' ``generate`` asks of a Hyena language model beyond ``forward``: no default ``DynamicCache`` (the
-model builds its own :class:`~hyena_hf.cache_hyena.HyenaCache`), a clear error for a cache of another kind before
-``generate`` reads its length, a prompt of at least one token, and a length the implicit filters reach."""
+model builds its own :class:`~hyena_hf.cache_hyena.HyenaCache`; a caller's ``DynamicCache`` takes this model's layers
+before ``generate`` reads its length), a clear error for a cache of another kind, a prompt of at least one token, and
+a length the implicit filters reach."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ class HyenaGenerationMixin(GenerationMixin):
     def _prepare_cache_for_generation(
         self, generation_config, model_kwargs: dict, generation_mode, batch_size: int, max_cache_length: int
     ):
-        # A cache of another kind or model is refused before generate asks it for its length, and a length past the
-        # implicit filters before the prefill (max_cache_length + 1: the prompt, ids or embeddings, and new tokens).
+        # A caller's DynamicCache takes this model's layers, and a cache of another kind or model is refused, before
+        # generate asks it for its length; a length past the implicit filters is refused before the prefill
+        # (max_cache_length + 1: the prompt, ids or embeddings, and new tokens).
         model_inputs.check_cache(model_kwargs.get("past_key_values"), self.config)
         model_inputs.check_length(self.config, max_cache_length + 1, generating=True)
         return super()._prepare_cache_for_generation(

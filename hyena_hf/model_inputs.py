@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
+from . import cache_hyena
 from .cache_hyena import HyenaCache, state_layout
 from .configuration_hyena import HyenaConfig
 from .ops_cpu import residual_adds_in_place
@@ -200,29 +202,32 @@ def allowed_positions(
 
 
 def check_cache(past_key_values, config: HyenaConfig, batch_size: int | None = None) -> None:
-    """Decoding state must be a HyenaCache (transformers' ``DynamicCache`` has no room for the long-convolution
-    history and per-prefill filters, and cannot report a length for a model without attention layers), built for
-    this model's layers and, once filled, holding ``batch_size`` rows."""
+    """Decoding state must be a HyenaCache or transformers' ``DynamicCache`` (which then takes this model's layers,
+    see :func:`~hyena_hf.cache_hyena.take_over`), built for this model's layers, complete, and, once filled,
+    holding ``batch_size`` rows."""
     if past_key_values is None:
         return
-    if not isinstance(past_key_values, HyenaCache):
+    if isinstance(past_key_values, DynamicCache):
+        cache_hyena.take_over(past_key_values, config)
+    elif not isinstance(past_key_values, HyenaCache):
         kind = type(past_key_values).__name__
         raise ValueError(
-            f"past_key_values must be a HyenaCache (or None: the model then builds one), got {kind}, which cannot hold "
-            "the long-convolution states"
+            f"past_key_values must be a HyenaCache or a DynamicCache (or None: the model then builds one), got {kind}, "
+            "which cannot hold the long-convolution states"
         )
-    if past_key_values.incomplete:
+    if cache_hyena.is_incomplete(past_key_values):
         raise ValueError(
             "past_key_values was left incomplete by a forward that raised part-way (some layers hold its tokens, "
             "others do not): call past_key_values.reset() and run the prompt again"
         )
-    model_layout = state_layout(config)
-    differ = [
-        f"{k} {v} (this model: {model_layout[k]})" for k, v in past_key_values.layout.items() if v != model_layout[k]
-    ]
+    model_layout, layout = state_layout(config), cache_hyena.layout_of(past_key_values)
+    differ = [f"{k} {v} (this model: {model_layout[k]})" for k, v in (layout or {}).items() if v != model_layout[k]]
+    kinds = cache_hyena.layer_kinds(past_key_values)
+    if not differ and kinds and kinds != config.mixer_types:
+        differ = [f"layers {kinds} (this model: {config.mixer_types})"]
     if differ:
         raise ValueError(f"past_key_values was built for another model: {', '.join(differ)}")
-    rows = past_key_values.batch_size
+    rows = cache_hyena.stored_rows(past_key_values)
     if batch_size is not None and rows >= 0 and rows != batch_size:
         raise ValueError(
             f"past_key_values holds {rows} sequences, got a batch of {batch_size} (continue the rows the cache was "

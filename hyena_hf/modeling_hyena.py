@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -445,15 +445,16 @@ class HyenaModel(HyenaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: HyenaCache | None = None,
+        past_key_values: HyenaCache | DynamicCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
-        past_key_values (`HyenaCache`, *optional*): decoding state from a previous call (see `hyena_hf.cache_hyena`);
-            then `input_ids` holds only the new tokens and `attention_mask` covers past and new tokens.
+        past_key_values (`HyenaCache` or `DynamicCache`, *optional*): decoding state from a previous call (see
+            `hyena_hf.cache_hyena`); then `input_ids` holds only the new tokens and `attention_mask` covers past and
+            new tokens.
         use_cache (`bool`, *optional*): return a `HyenaCache` to continue decoding from.
         """
         config = self.config
@@ -472,9 +473,7 @@ class HyenaModel(HyenaPreTrainedModel):
                 self, inputs_embeds, past_key_values, output_hidden_states, output_attentions
             )
         engine = backbone_serves(self, inputs, past_key_values, output_hidden_states or output_attentions)
-        if past_key_values is not None:  # the tokens it will hold (read by prepare_model_inputs only, above)
-            past_key_values.seen_tokens = inputs.total
-        with filled_by_forward(past_key_values):
+        with filled_by_forward(past_key_values, inputs.total):
             if engine:  # CPU inference in reused buffers
                 return BaseModelOutputWithPast(backbone_forward(self, inputs, past_key_values), past_key_values)
             return self._blocks(inputs, past_key_values, output_hidden_states, output_attentions)
@@ -518,7 +517,7 @@ class HyenaForCausalLM(HyenaPreTrainedModel, HyenaGenerationMixin):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: HyenaCache | None = None,
+        past_key_values: HyenaCache | DynamicCache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool | None = None,

@@ -257,24 +257,80 @@ def test_cache_layers_are_transformers_own_and_its_utilities_work(variant, devic
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_a_cache_the_user_builds(variant, device):
-    """A HyenaCache built by the caller and passed to generate is filled as the model's own would be; transformers'
-    DynamicCache (Mamba's cache) is refused with one line, in forward and before generate reads its length."""
-    from transformers import DynamicCache
+    """A HyenaCache, or transformers' DynamicCache with or without the model's config (what Mamba takes), built by
+    the caller and passed to generate, is filled in place as the model's own cache would be: the same tokens, greedy
+    and by beam search, and the object then continues the sequence. A cache of another kind gets one line."""
+    from transformers import DynamicCache, StaticCache
 
     model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
     prompt, common = _ids(2, 7, seed=3), dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     own = model.generate(prompt, **common)
-    cache = HyenaCache(model.config)
-    assert torch.equal(model.generate(prompt, past_key_values=cache, **common), own)
-    assert cache.get_seq_length() == own.shape[1] - 1  # the last token is sampled, never fed back
+    beams = model.generate(prompt, num_beams=3, num_return_sequences=2, **common)
+    for build in (lambda: HyenaCache(model.config), lambda: DynamicCache(config=model.config), DynamicCache):
+        cache = build()
+        assert torch.equal(model.generate(prompt, past_key_values=cache, **common), own)
+        assert cache.get_seq_length() == own.shape[1] - 1  # the last token is sampled, never fed back
+        with torch.no_grad():
+            more = model(own[:, -1:], past_key_values=cache).logits
+            assert (more - model(own).logits[:, -1:]).abs().max() < 1e-9
+        assert torch.equal(
+            model.generate(prompt, past_key_values=build(), num_beams=3, num_return_sequences=2, **common), beams
+        )
     for call in (
         lambda c: model(prompt, past_key_values=c, use_cache=True),
         lambda c: model.generate(prompt, past_key_values=c, **common),
     ):
-        with pytest.raises(
-            ValueError, match=r"^past_key_values must be a HyenaCache .* got DynamicCache, which cannot"
-        ):
-            call(DynamicCache(config=model.config))
+        with pytest.raises(ValueError, match=r"^past_key_values must be a HyenaCache or a DynamicCache .* got Static"):
+            call(StaticCache(config=model.config, max_cache_len=16))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_dynamic_cache_in_a_decoding_loop_of_ones_own(variant, device):
+    """Mamba's manual loop, ``DynamicCache(config=model.config)`` then forward by forward: the same object carries
+    the sequence (the library's accessors read its states), and its logits equal the full forward's; a
+    DynamicCache built for another model, or holding another library layer's states, is refused with one line."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import LinearAttentionLayer
+
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    ids = _ids(2, 12)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :8], past_key_values=cache, use_cache=True)
+        assert out.past_key_values is cache and cache.get_seq_length() == 8
+        steps = [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(8, 12)]
+    assert (torch.cat([out.logits, *steps], dim=1) - full).abs().max() < 1e-9
+    linear = [i for i, mixer in enumerate(model.config.mixer_types) if mixer != "attention"]
+    assert cache.is_linear == [i in linear for i in range(len(cache.layers))]
+    assert all(cache.get_conv_state(i) is cache.layers[i].conv_states[0] is not None for i in linear)
+    with pytest.raises(ValueError, match=r"^past_key_values was built for another model: layers \["):
+        model(ids, past_key_values=DynamicCache(config=tiny_model(num_hidden_layers=3).config))
+    foreign = DynamicCache(config=model.config)
+    foreign.layers[linear[0]].update_conv_state(torch.zeros(2, 4, 3, device=device))  # e.g. filled by a Mamba
+    with pytest.raises(ValueError, match=r"^past_key_values was built for another model: layers \["):
+        model(ids, past_key_values=foreign)
+    assert isinstance(foreign.layers[linear[0]], LinearAttentionLayer)
+
+
+def test_crop_of_a_dynamic_cache_leaves_it_refused_until_reset(device):
+    """transformers' crop of a DynamicCache crops layer by layer: an attention layer before a Hyena layer is cropped
+    before the Hyena layer refuses, so the cache is refused until reset (not continued with layers out of step)."""
+    from transformers import DynamicCache
+
+    model = tiny_model(**VARIANTS["h3_attn"]).to(device).to(torch.float64)  # attention at layer 0
+    ids = _ids(2, 12)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(ids[:, :10], past_key_values=cache)
+        with pytest.raises(ValueError, match=r"^a Hyena cache layer cannot be cropped"):
+            cache.crop(-3)
+        with pytest.raises(ValueError, match="left incomplete"):
+            model(ids[:, 7:8], past_key_values=cache)
+        cache.reset()
+        model(ids[:, :10], past_key_values=cache)
+        more = model(ids[:, 10:], past_key_values=cache).logits
+    assert (more - model(ids).logits[:, 10:]).abs().max() < 1e-9
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
