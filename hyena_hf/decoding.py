@@ -13,8 +13,13 @@ import torch
 
 from .cache_hyena import H3State, HyenaConvState, ModalState
 from .diagonal_recurrence import decayed_sum
-from .ops import compute_dtype
-from .ops_cpu import convolution_at_last_position, short_conv_last_output
+from .ops import compute_dtype, long_conv
+from .ops_cpu import causal_short_conv, convolution_at_last_position, short_conv_last_output
+
+# From this many new tokens at once (a chunked prefill, a second turn of a conversation), exact decoding convolves each
+# order step's whole history by FFT and keeps the last outputs, instead of one O(T d) sum per token in a Python loop
+# (1K tokens after 4K of context, width 256, 4 layers: 2.5 s token by token, 6x the full forward of all 5K tokens).
+EXACT_CHUNK_MIN_TOKENS = 8
 
 
 def hyena_step_parameters(mixer, h: torch.Tensor | None, skip: torch.Tensor | None, state) -> tuple:
@@ -77,6 +82,8 @@ def hyena_step(
             length = min(max(needed, 2 * state.lengths[0]), config.max_position_embeddings)
             state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
         h_rev, skip = state.step_params
+        if u_all.shape[-1] >= EXACT_CHUNK_MIN_TOKENS:
+            return mixer.out_proj(_exact_chunk(mixer, u_all, state, padding_mask, h_rev, skip).to(hidden_states.dtype))
     outputs = []
     for t in range(u_all.shape[-1]):
         u_t = u_all[..., t : t + 1]
@@ -98,6 +105,25 @@ def hyena_step(
                 v = v + skip[o].to(dtype) * u
         outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
     return mixer.out_proj(torch.stack(outputs, dim=1))
+
+
+def _exact_chunk(mixer, u_all: torch.Tensor, state: HyenaConvState, padding_mask, h_rev: torch.Tensor, skip):
+    """Exact decoding of n new tokens at once, from their in-projection ``u_all (B, (order+1) d, n)`` to the gated
+    output ``(B, n, d)`` before out_proj: the short filter over the stored window and the chunk, then each order
+    step's causal convolution over its whole history ``(B, d, T + n)`` by :func:`~hyena_hf.ops.long_conv`, of which
+    the last n outputs are kept (the sums the steps compute one by one). ``h_rev (order-1, d, >= T + n)``: the
+    reversed filters; ``padding_mask (B, 1, n)`` or None."""
+    config, n = mixer.config, u_all.shape[-1]
+    window = state.update_conv_state(u_all) if config.short_filter_order > 1 else u_all  # (B, C, k - 1 + n)
+    *xs, v = causal_short_conv(mixer.short_filter, window)[..., -n:].split(config.hidden_size, dim=1)
+    dtype = compute_dtype(v.dtype)
+    v = v.to(dtype)
+    keep = None if padding_mask is None else padding_mask.to(dtype)
+    for o, x_i in enumerate(reversed(xs[1:])):
+        history = state.append(o, v * (x_i.to(dtype) if keep is None else x_i.to(dtype) * keep))
+        h = h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].flip(-1).to(dtype)
+        v = long_conv(history, h, None if skip is None else skip[o], impl=config.long_conv_impl)[..., -n:]
+    return (v * xs[0].to(dtype)).transpose(1, 2)
 
 
 def h3_prefill(mixer, k: torch.Tensor, kv: torch.Tensor, padding_mask: torch.Tensor | None, state: H3State) -> None:

@@ -474,3 +474,51 @@ def test_a_prefill_through_the_cpu_engine_that_raises_marks_the_cache(monkeypatc
     assert calls == [1] and cache.incomplete  # the engine ran: the first mixer had filled its state
     with pytest.raises(ValueError, match="left incomplete"):
         model(_ids(1, 1), past_key_values=cache)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_chunk_of_new_tokens_continues_exactly(variant, device, monkeypatch):
+    """Many new tokens at once through a filled cache (a second turn; exact decoding convolves the whole history by
+    FFT from EXACT_CHUNK_MIN_TOKENS on), with padded positions inside the chunk for one row: the logits of the full
+    forward under the same mask, and those of the token-by-token path; a hooked short filter is called as a module
+    and changes nothing."""
+    import hyena_hf.decoding as decoding
+
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    ids = _ids(2, 40, seed=7)
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding in the prompt
+    mask[1, 20:23] = 0  # padded positions inside the chunk
+    calls, hooked = [], [m for m in model.modules() if type(m).__name__ == "HyenaOperator"][-1:]
+    for mixer in hooked:  # the H3 variant has none
+        mixer.short_filter.register_forward_hook(lambda *args: calls.append(1))
+    results, chunks, exact_chunk = {}, [], decoding._exact_chunk
+    monkeypatch.setattr(decoding, "_exact_chunk", lambda *args: chunks.append(1) or exact_chunk(*args))
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        for min_tokens in (decoding.EXACT_CHUNK_MIN_TOKENS, 10**9):  # the chunk path, then token by token
+            monkeypatch.setattr(decoding, "EXACT_CHUNK_MIN_TOKENS", min_tokens)
+            cache = model(ids[:, :12], attention_mask=mask[:, :12], use_cache=True).past_key_values
+            first = model(ids[:, 12:30], attention_mask=mask[:, :30], past_key_values=cache).logits
+            second = model(ids[:, 30:], attention_mask=mask, past_key_values=cache).logits
+            results[min_tokens] = torch.cat([first, second], dim=1)
+    chunked, stepped = results.values()
+    real = mask[:, 12:].bool()
+    assert (chunked - full[:, 12:])[real].abs().max() < 1e-9
+    assert (chunked - stepped).abs().max() < 1e-9
+    assert bool(calls) == bool(hooked)  # the hooked module served the chunk
+    assert bool(chunks) == (model.config.filter_type == "implicit")  # exact decoding took the chunk path
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_chunked_prefill_in_generate(variant, device):
+    """generate(prefill_chunk_size=...) feeds the prompt through the cache chunk by chunk (transformers needs the
+    cache before the prefill): the same tokens as one prefill, with left padding."""
+    model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
+    prompt = _ids(2, 29, seed=8)
+    mask = torch.ones_like(prompt)
+    mask[1, :5] = 0
+    common = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    whole = model.generate(prompt, **common)
+    for chunk in (4, 9):
+        assert torch.equal(model.generate(prompt, prefill_chunk_size=chunk, **common), whole)
