@@ -25,20 +25,39 @@ import torch
 ENV_OVERRIDE = "HYENA_LONG_CONV_IMPL"
 
 
-def _fast_fft_size(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n: pocketfft / cuFFT are fastest at such sizes."""
-    best = 1 << (n - 1).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
+def smooth_size(n: int, min_twos: int = 0, max_threes: int | None = None) -> int:
+    """Smallest 2^a 3^b 5^c >= n with a >= ``min_twos`` and b <= ``max_threes`` (None: any)."""
+    best = 1 << max((n - 1).bit_length(), min_twos)
+    odd5 = 1
+    while odd5 < best:
+        odd, threes = odd5, 0
+        while odd < best and (max_threes is None or threes <= max_threes):
+            size = odd << min_twos
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            odd, threes = odd * 3, threes + 1
+        odd5 *= 5
     return best
+
+
+# FFT sizes: a real FFT of n points runs as a complex one of n/2, so sizes with few factors of 2 (odd ones above all)
+# or many of 3 were 2-3.5x slower per point than their neighbours; above 2^18 points, where the transform leaves the
+# cache, powers of two were fastest and sizes with a long power of two times an odd factor slowest (2 threads, MKL;
+# benchmarks/bench_fft_sizes.py: averaged over lengths, the smallest 2^a 3^b 5^c took 1.14x the FFT time up to 70K
+# tokens and 1.41x from 131K to 1.1M).
+LARGE_FFT_POINTS = 1 << 18
+
+
+def _fast_fft_size(n: int) -> int:
+    """The FFT size for at least n points (see LARGE_FFT_POINTS): below it the smallest 2^a 3^b 5^c with a >= 4 and
+    b <= 4; above, the next power of two where it is at most 1.5 n, else the smallest such size with a >= 2."""
+    if n <= 64:
+        return smooth_size(n)
+    if n <= LARGE_FFT_POINTS:
+        return smooth_size(n, min_twos=4, max_threes=4)
+    power = 1 << (n - 1).bit_length()
+    return power if 2 * power <= 3 * n else smooth_size(n, min_twos=2)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -50,8 +69,8 @@ def conv_fft_size(seqlen: int, taps: int) -> int:
     """FFT size of a causal convolution of ``seqlen`` inputs with a ``taps``-long filter. A circular convolution of
     ``seqlen + taps - 1`` points or more has no wrap-around in the first ``seqlen`` outputs (nor in the correlations
     of the backward), so a filter of at most half the input (H3's shift SSM: d_state taps) takes that many points,
-    about half the 2 seqlen of a full-length one. A longer filter keeps exactly 2 seqlen (rounded up to a fast size):
-    the same sizes, and so the same rounding, as before this rule (and as the GPU crossover was measured with)."""
+    about half the 2 seqlen of a full-length one. A longer filter takes 2 seqlen; either is rounded up to a fast size
+    (:func:`_fast_fft_size`)."""
     if 2 * taps <= seqlen:
         return _fast_fft_size(seqlen + max(taps, 1) - 1)
     return _fast_fft_size(2 * seqlen)

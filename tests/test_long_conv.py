@@ -85,15 +85,35 @@ def test_short_filter_forward_and_gradients_on_their_shorter_ffts(L, taps):
         torch.testing.assert_close(long_conv_torch(*args).double(), y_ref.detach(), rtol=1e-5, atol=1e-4)
 
 
+def _factor_counts(m: int) -> dict:
+    counts = {}
+    for p in (2, 3, 5):
+        while m % p == 0:
+            counts[p], m = counts.get(p, 0) + 1, m // p
+    return counts if m == 1 else {}  # {} : not 5-smooth
+
+
 def test_fast_fft_sizes():
-    for n in [1, 2, 7, 100, 257, 1000, 4097]:
+    """The padded FFT size, against a search counting up from n: the smallest 5-smooth size up to 64 points; up to
+    2^18 the smallest with at least 4 factors of 2 and at most 4 of 3; beyond, the next power of two when it is at
+    most 1.5 n, else the smallest 5-smooth size with at least 2 factors of 2. Always n <= size < 2n."""
+
+    def searched(n: int) -> int:
+        m = n
+        while True:
+            counts = _factor_counts(m)
+            if counts or m == 1:
+                twos, threes = counts.get(2, 0), counts.get(3, 0)
+                if n <= 64 or (n <= 1 << 18 and twos >= 4 and threes <= 4) or (n > 1 << 18 and twos >= 2):
+                    return m
+            m += 1
+
+    for n in [1, 2, 7, 64, 65, 100, 257, 1000, 4097, 9842, 19683, 32805, 65537, 262144, 262145, 300001, 491521]:
         m = _fast_fft_size(n)
-        assert m >= n and m < 2 * n
-        rest = m
-        for p in (2, 3, 5):
-            while rest % p == 0:
-                rest //= p
-        assert rest == 1
+        assert n <= m < 2 * n
+        power = 1 << (n - 1).bit_length()
+        expected = power if n > 1 << 18 and 2 * power <= 3 * n else searched(n)
+        assert m == expected, (n, m, expected)
 
 
 def test_dispatch_rules(monkeypatch):
