@@ -16,10 +16,13 @@ from .diagonal_recurrence import decayed_sum
 from .ops import compute_dtype, long_conv
 from .ops_cpu import causal_short_conv, convolution_at_last_position, short_conv_last_output
 
-# From this many new tokens at once (a chunked prefill, a second turn of a conversation), exact decoding convolves each
-# order step's whole history by FFT and keeps the last outputs, instead of one O(T d) sum per token in a Python loop
-# (1K tokens after 4K of context, width 256, 4 layers: 2.5 s token by token, 6x the full forward of all 5K tokens).
+# From this many new tokens at once (a chunked prefill, a second turn of a conversation), plus one per
+# EXACT_CHUNK_TOKENS_PER_CONTEXT tokens of context, exact decoding convolves each order step's whole history by FFT
+# and keeps the last outputs, instead of one O(T d) sum per token in a Python loop (1K tokens after 4K of context,
+# width 256, 4 layers: 2.5 s token by token, 6x the full forward of all 5K tokens; 0.21 s by FFT). Measured
+# crossover on that model, 2 threads: ~8 new tokens after 512 of context, ~11 after 4K, ~19 after 16K.
 EXACT_CHUNK_MIN_TOKENS = 8
+EXACT_CHUNK_TOKENS_PER_CONTEXT = 1536
 
 
 def hyena_step_parameters(mixer, h: torch.Tensor | None, skip: torch.Tensor | None, state) -> tuple:
@@ -82,7 +85,7 @@ def hyena_step(
             length = min(max(needed, 2 * state.lengths[0]), config.max_position_embeddings)
             state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
         h_rev, skip = state.step_params
-        if u_all.shape[-1] >= EXACT_CHUNK_MIN_TOKENS:
+        if u_all.shape[-1] >= EXACT_CHUNK_MIN_TOKENS + state.lengths[0] // EXACT_CHUNK_TOKENS_PER_CONTEXT:
             return mixer.out_proj(_exact_chunk(mixer, u_all, state, padding_mask, h_rev, skip).to(hidden_states.dtype))
     outputs = []
     for t in range(u_all.shape[-1]):
