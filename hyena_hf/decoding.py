@@ -12,17 +12,21 @@ from __future__ import annotations
 import torch
 
 from .cache_hyena import H3State, HyenaConvState, ModalState
-from .diagonal_recurrence import decayed_sum
+from .diagonal_recurrence import decayed_sum, modal_impulse_response, pole_powers
 from .ops import compute_dtype, long_conv
 from .ops_cpu import causal_short_conv, convolution_at_last_position, short_conv_last_output
 
 # From this many new tokens at once (a chunked prefill, a second turn of a conversation), plus one per
 # EXACT_CHUNK_TOKENS_PER_CONTEXT tokens of context, exact decoding convolves each order step's whole history by FFT
 # and keeps the last outputs, instead of one O(T d) sum per token in a Python loop (1K tokens after 4K of context,
-# width 256, 4 layers: 2.5 s token by token, 6x the full forward of all 5K tokens; 0.21 s by FFT). Measured
+# width 256, 4 layers: 2.3 s token by token, 14x the full forward of all 5K tokens; 0.09 s by FFT). Measured
 # crossover on that model, 2 threads: ~8 new tokens after 512 of context, ~11 after 4K, ~19 after 16K.
 EXACT_CHUNK_MIN_TOKENS = 8
 EXACT_CHUNK_TOKENS_PER_CONTEXT = 1536
+# Modal decoding: from this many new tokens the recurrence runs as a convolution within the chunk plus the carried
+# state's response (a cost independent of the context), instead of a Python loop of one recurrence step per token
+# (width 256, 4 layers, N = 16: the crossover at ~56 new tokens; 1K tokens after 4K of context 0.32 -> 0.07 s).
+MODAL_CHUNK_MIN_TOKENS = 56
 
 
 def hyena_step_parameters(mixer, h: torch.Tensor | None, skip: torch.Tensor | None, state) -> tuple:
@@ -78,6 +82,8 @@ def hyena_step(
     modal = isinstance(state, ModalState)
     if modal:
         poles, residues, skip = state.step_params
+        if u_all.shape[-1] >= MODAL_CHUNK_MIN_TOKENS:
+            return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip).to(hidden_states.dtype))
     else:
         needed = state.lengths[0] + u_all.shape[-1]
         filter_length = 0 if state.step_params[0] is None else state.step_params[0].shape[-1]
@@ -86,7 +92,7 @@ def hyena_step(
             state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
         h_rev, skip = state.step_params
         if u_all.shape[-1] >= EXACT_CHUNK_MIN_TOKENS + state.lengths[0] // EXACT_CHUNK_TOKENS_PER_CONTEXT:
-            return mixer.out_proj(_exact_chunk(mixer, u_all, state, padding_mask, h_rev, skip).to(hidden_states.dtype))
+            return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip, h_rev).to(hidden_states.dtype))
     outputs = []
     for t in range(u_all.shape[-1]):
         u_t = u_all[..., t : t + 1]
@@ -110,12 +116,11 @@ def hyena_step(
     return mixer.out_proj(torch.stack(outputs, dim=1))
 
 
-def _exact_chunk(mixer, u_all: torch.Tensor, state: HyenaConvState, padding_mask, h_rev: torch.Tensor, skip):
-    """Exact decoding of n new tokens at once, from their in-projection ``u_all (B, (order+1) d, n)`` to the gated
-    output ``(B, n, d)`` before out_proj: the short filter over the stored window and the chunk, then each order
-    step's causal convolution over its whole history ``(B, d, T + n)`` by :func:`~hyena_hf.ops.long_conv`, of which
-    the last n outputs are kept (the sums the steps compute one by one). ``h_rev (order-1, d, >= T + n)``: the
-    reversed filters; ``padding_mask (B, 1, n)`` or None."""
+def _chunk(mixer, u_all: torch.Tensor, state, padding_mask, skip, h_rev: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoding of n new tokens at once, from their in-projection ``u_all (B, (order+1) d, n)`` to the gated output
+    ``(B, n, d)`` before out_proj: the short filter over the stored window and the chunk, then each order step
+    (:func:`_exact_chunk_step` with the reversed filters ``h_rev (order-1, d, >= T + n)``, or
+    :func:`_modal_chunk_step`): the values the token-by-token steps compute. ``padding_mask (B, 1, n)`` or None."""
     config, n = mixer.config, u_all.shape[-1]
     window = state.update_conv_state(u_all) if config.short_filter_order > 1 else u_all  # (B, C, k - 1 + n)
     *xs, v = causal_short_conv(mixer.short_filter, window)[..., -n:].split(config.hidden_size, dim=1)
@@ -123,10 +128,36 @@ def _exact_chunk(mixer, u_all: torch.Tensor, state: HyenaConvState, padding_mask
     v = v.to(dtype)
     keep = None if padding_mask is None else padding_mask.to(dtype)
     for o, x_i in enumerate(reversed(xs[1:])):
-        history = state.append(o, v * (x_i.to(dtype) if keep is None else x_i.to(dtype) * keep))
-        h = h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].flip(-1).to(dtype)
-        v = long_conv(history, h, None if skip is None else skip[o], impl=config.long_conv_impl)[..., -n:]
+        u = v * (x_i.to(dtype) if keep is None else x_i.to(dtype) * keep)
+        skip_o = None if skip is None else skip[o]
+        if h_rev is None:
+            v = _modal_chunk_step(state, o, u, skip_o, config.long_conv_impl)
+        else:
+            v = _exact_chunk_step(state, o, u, h_rev[o], skip_o, config.long_conv_impl)
     return (v * xs[0].to(dtype)).transpose(1, 2)
+
+
+def _exact_chunk_step(state: HyenaConvState, o: int, u: torch.Tensor, h_rev, skip, impl: str) -> torch.Tensor:
+    """Order step ``o`` of exact decoding for the inputs ``u (B, d, n)``: appended to its history ``(B, d, T + n)``,
+    which is convolved whole by FFT with the filter (``h_rev (d, >= T + n)`` reversed); the last n outputs."""
+    n, history = u.shape[-1], state.append(o, u)
+    h = h_rev[:, h_rev.shape[-1] - history.shape[-1] :].flip(-1).to(u.dtype)
+    return long_conv(history, h, skip, impl=impl)[..., -n:]
+
+
+def _modal_chunk_step(state: ModalState, o: int, u: torch.Tensor, skip, impl: str) -> torch.Tensor:
+    """Order step ``o`` of modal decoding for the inputs ``u (B, d, n)``, from the state s ``(B, d, N)``: with
+    s_t = p s_(t-1) + u_t and y_t = Re sum R s_t, y = (the modal filter's convolution of u within the chunk) + Re sum
+    R p^(t+1) s (the carried state's response), and the state becomes p^n s + sum_t p^(n-1-t) u_t."""
+    poles, residues, _ = state.step_params
+    p, r, s = poles[o], residues[o], state.recurrent_states[o]
+    bsz, n = u.shape[0], u.shape[-1]
+    y = long_conv(u, modal_impulse_response(p, r, n).to(u.dtype), skip, impl=impl)
+    # Re sum R p^(t+1) s: the modal response with residues R p s, one channel per (row, channel)
+    carried = modal_impulse_response(p.expand(bsz, *p.shape).flatten(0, 1), (r * p * s).flatten(0, 1), n)
+    y = y + carried.view_as(y).to(y.dtype)
+    state.update_recurrent_state(pole_powers(p, n) * s + decayed_sum(u, p), state_idx=o)
+    return y
 
 
 def h3_prefill(mixer, k: torch.Tensor, kv: torch.Tensor, padding_mask: torch.Tensor | None, state: H3State) -> None:

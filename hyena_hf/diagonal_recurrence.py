@@ -96,6 +96,12 @@ def decayed_sum(u: torch.Tensor, poles: torch.Tensor) -> torch.Tensor:
     return state
 
 
+def pole_powers(poles: torch.Tensor, exponent: int) -> torch.Tensor:
+    """p^exponent for ``poles (C, N)``, complex ``(C, N)`` (through the same float64 angles as the tables above)."""
+    table = _polar_table(_log_poles(poles), torch.tensor([exponent], device=poles.device), poles.real.dtype)
+    return _complex(table)[..., 0]
+
+
 def bilinear_discretisation(
     dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
