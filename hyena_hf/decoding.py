@@ -14,7 +14,12 @@ import torch
 from .cache_hyena import H3State, HyenaConvState, ModalState
 from .diagonal_recurrence import decayed_sum, modal_impulse_response, pole_powers
 from .ops import compute_dtype, long_conv
-from .ops_cpu import causal_short_conv, convolution_at_last_position, short_conv_last_output
+from .ops_cpu import (
+    causal_short_conv,
+    convolution_at_last_position,
+    linear_channels_first,
+    short_conv_last_output,
+)
 
 # From this many new tokens at once (a chunked prefill, a second turn of a conversation), plus one per
 # EXACT_CHUNK_TOKENS_PER_CONTEXT tokens of context, exact decoding convolves each order step's whole history by FFT
@@ -27,6 +32,8 @@ EXACT_CHUNK_TOKENS_PER_CONTEXT = 1536
 # state's response (a cost independent of the context), instead of a Python loop of one recurrence step per token
 # (width 256, 4 layers, N = 16: the crossover at ~56 new tokens; 1K tokens after 4K of context 0.32 -> 0.07 s).
 MODAL_CHUNK_MIN_TOKENS = 56
+# The same for H3's two SSMs (d_state 64: the crossover at ~70 new tokens; 1K tokens after 4K 0.41 -> 0.09 s).
+H3_CHUNK_MIN_TOKENS = 72
 
 
 def hyena_step_parameters(mixer, h: torch.Tensor | None, skip: torch.Tensor | None, state) -> tuple:
@@ -178,6 +185,8 @@ def h3_step(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask: to
     diagonal SSM as a complex state; O(d * d_state) per token. Padded new tokens (``padding_mask (B, 1, n)`` zero)
     enter as zero keys and zero SSM inputs, as in the full forward."""
     shift_kernel, dA, dC = state.step_params
+    if hidden_states.shape[1] >= H3_CHUNK_MIN_TOKENS:
+        return mixer.out_proj(_h3_chunk(mixer, hidden_states, state, padding_mask).to(hidden_states.dtype))
     outputs = []
     for t in range(hidden_states.shape[1]):
         x = hidden_states[:, t]
@@ -195,3 +204,25 @@ def h3_step(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask: to
         y = 2 * ssm.sum(-1).real + mixer.D.to(dtype) * kv
         outputs.append((y * q.to(dtype)).to(hidden_states.dtype))
     return mixer.out_proj(torch.stack(outputs, dim=1))
+
+
+def _h3_chunk(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask) -> torch.Tensor:
+    """H3 decoding of n new tokens ``hidden_states (B, n, d)`` at once -> ``(B, n, d)`` before out_proj: the shift
+    SSM over the stored keys and the chunk's, then the diagonal SSM as the chunk convolved with its kernel plus the
+    carried state's response 2 Re sum dA^(t+1) s; the state becomes dA^n s + dC sum_t dA^(n-1-t) kv_t."""
+    shift_kernel, dA, dC = state.step_params
+    impl, n, bsz = mixer.config.long_conv_impl, hidden_states.shape[1], hidden_states.shape[0]
+    q, k, v = (linear_channels_first(proj, hidden_states) for proj in (mixer.q_proj, mixer.k_proj, mixer.v_proj))
+    dtype = compute_dtype(k.dtype)
+    keep = None if padding_mask is None else padding_mask.to(dtype)
+    k = k.to(dtype) if keep is None else k.to(dtype) * keep
+    keys = state.update_conv_state(k)[..., 1:]  # the last d_state - 1 stored keys, then the chunk's
+    kv = long_conv(keys, shift_kernel.flip(-1), mixer.shift_D.to(dtype), impl=impl)[..., -n:] * v.to(dtype)
+    if keep is not None:
+        kv = kv * keep
+    y = long_conv(kv, modal_impulse_response(dA, 2 * dC, n).to(dtype), mixer.D.to(dtype), impl=impl)
+    s = state.ssm
+    carried = modal_impulse_response(dA.expand(bsz, *dA.shape).flatten(0, 1), (2 * dA * s).flatten(0, 1), n)
+    y = y + carried.view_as(y).to(dtype)
+    state.update_recurrent_state(pole_powers(dA, n) * s + dC * decayed_sum(kv, dA))
+    return (y * q.to(dtype)).transpose(1, 2)

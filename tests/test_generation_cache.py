@@ -479,9 +479,9 @@ def test_a_prefill_through_the_cpu_engine_that_raises_marks_the_cache(monkeypatc
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_a_chunk_of_new_tokens_continues_exactly(variant, device, monkeypatch):
     """Many new tokens at once through a filled cache (a second turn; exact decoding convolves the whole history by
-    FFT, modal decoding the chunk by its filter plus the carried state's response), with padded positions inside the
-    chunk for one row: the logits of the full forward under the same mask, and those of the token-by-token path; a
-    hooked short filter is called as a module and changes nothing."""
+    FFT, modal and H3 decoding the chunk by their filters plus the carried states' response), with padded positions
+    inside the chunk for one row: the logits of the full forward under the same mask, and those of the token-by-token
+    path; a hooked short filter is called as a module and changes nothing."""
     import hyena_hf.decoding as decoding
 
     model = tiny_model(**VARIANTS[variant]).to(device).to(torch.float64)
@@ -492,13 +492,19 @@ def test_a_chunk_of_new_tokens_continues_exactly(variant, device, monkeypatch):
     calls, hooked = [], [m for m in model.modules() if type(m).__name__ == "HyenaOperator"][-1:]
     for mixer in hooked:  # the H3 variant has none
         mixer.short_filter.register_forward_hook(lambda *args: calls.append(1))
-    results, chunks, chunk = {}, [], decoding._chunk
-    monkeypatch.setattr(decoding, "_chunk", lambda *args: chunks.append(1) or chunk(*args))
+    results, chunks = {}, []
+
+    def counted(original):
+        return lambda *args: chunks.append(1) or original(*args)
+
+    for name in ("_chunk", "_h3_chunk"):  # the chunk paths ran
+        monkeypatch.setattr(decoding, name, counted(getattr(decoding, name)))
     with torch.no_grad():
         full = model(ids, attention_mask=mask).logits
         for min_tokens in (8, 10**9):  # the chunk path, then token by token
             monkeypatch.setattr(decoding, "EXACT_CHUNK_MIN_TOKENS", min_tokens)
             monkeypatch.setattr(decoding, "MODAL_CHUNK_MIN_TOKENS", min_tokens)
+            monkeypatch.setattr(decoding, "H3_CHUNK_MIN_TOKENS", min_tokens)
             cache = model(ids[:, :12], attention_mask=mask[:, :12], use_cache=True).past_key_values
             first = model(ids[:, 12:30], attention_mask=mask[:, :30], past_key_values=cache).logits
             second = model(ids[:, 30:], attention_mask=mask, past_key_values=cache).logits
@@ -508,7 +514,7 @@ def test_a_chunk_of_new_tokens_continues_exactly(variant, device, monkeypatch):
     assert (chunked - full[:, 12:])[real].abs().max() < 1e-9
     assert (chunked - stepped).abs().max() < 1e-9
     assert bool(calls) == bool(hooked)  # the hooked module served the chunk
-    assert bool(chunks) == (model.config.filter_type != "h3")  # exact and modal decoding took the chunk path
+    assert chunks  # exact, modal and H3 decoding took their chunk paths
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
