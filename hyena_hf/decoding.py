@@ -1,10 +1,12 @@
-"""Recurrent decoding of the long-convolution mixers, one new token at a time after a prefill.
+"""Recurrent decoding of the long-convolution mixers after a prefill: one new token at a time, or many at once.
 
 The full forward computes every position at once by FFT; decoding continues from a cache (see
 :mod:`hyena_hf.cache_hyena`) filled by that forward: the prefill helpers below store what the steps read (the short
 filter's window, each convolution's inputs or the recurrent states and poles; the exact steps evaluate the reversed
 filters themselves), and the step functions produce the mixer's output for new tokens exactly as the full forward
-would. The mixers call them; they never import the model.
+would: a token at a time by the recurrence (or the sum over the history), or, for a chunk of new tokens (a second
+turn, a chunked prefill), by convolutions over the chunk (and the history) plus the carried state's response. The
+mixers call them; they never import the model.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def hyena_step(
     mixer, hidden_states: torch.Tensor, state: HyenaConvState, padding_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Hyena decoding of new tokens ``hidden_states (B, n, d)`` -> ``(B, n, d)``: exact (the causal convolution sum
-    over the stored history, O(T d) per token) or modal (the recurrence, O(d N)). Padded new tokens
-    (``padding_mask (B, 1, n)`` zero) enter as the full forward lets them: zero inputs and zero pre-gates."""
+    over the stored history, O(T d) per token) or modal (the recurrence, O(d N)); a chunk of many new tokens by
+    :func:`_chunk`. Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as the full forward lets them: zero
+    inputs and zero pre-gates."""
     config = mixer.config
     u_all = mixer.in_proj(hidden_states).transpose(1, 2)
     if padding_mask is not None:
@@ -182,8 +185,9 @@ def h3_prefill(mixer, k: torch.Tensor, kv: torch.Tensor, padding_mask: torch.Ten
 
 def h3_step(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask: torch.Tensor | None = None):
     """H3's recurrence on new tokens ``hidden_states (B, n, d)`` -> ``(B, n, d)``: shift SSM as an FIR window,
-    diagonal SSM as a complex state; O(d * d_state) per token. Padded new tokens (``padding_mask (B, 1, n)`` zero)
-    enter as zero keys and zero SSM inputs, as in the full forward."""
+    diagonal SSM as a complex state; O(d * d_state) per token (a chunk of many new tokens by :func:`_h3_chunk`).
+    Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as zero keys and zero SSM inputs, as in the full
+    forward."""
     shift_kernel, dA, dC = state.step_params
     if hidden_states.shape[1] >= H3_CHUNK_MIN_TOKENS:
         return mixer.out_proj(_h3_chunk(mixer, hidden_states, state, padding_mask).to(hidden_states.dtype))
