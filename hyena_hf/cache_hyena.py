@@ -250,17 +250,17 @@ class HyenaCache(Cache):
     def __init__(self, config):
         super().__init__(layers=state_layers(config))
         self.layout = state_layout(config)  # what the layers were built for (checked against the model)
-        self.seen_tokens = 0
         self.incomplete = False  # a forward raised part-way through filling it (see filled_by_forward)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen_tokens
+        """Tokens the cache holds: every layer counts them (attention layers as keys, state layers as a count)."""
+        return self.layers[0].get_seq_length() if self.layers else 0
 
     def get_max_length(self, layer_idx: int | None = None) -> int:
         return -1
 
     def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
-        return self.seen_tokens + query_length, 0
+        return self.get_seq_length() + query_length, 0
 
     @property
     def is_compileable(self) -> bool:
@@ -268,12 +268,11 @@ class HyenaCache(Cache):
 
     @property
     def is_initialized(self) -> bool:
-        return self.seen_tokens > 0
+        return self.get_seq_length() > 0
 
     def reset(self) -> None:
         """Every layer back to its new state: the next forward starts a new sequence (any batch size)."""
         super().reset()
-        self.seen_tokens = 0
         self.incomplete = False
 
     @property
@@ -296,7 +295,6 @@ class HyenaCache(Cache):
                 "(run the prefill again on the shorter prefix)"
             )
         super().crop(tokens_to_remove)
-        self.seen_tokens = self.layers[0].get_seq_length() if self.layers else 0
 
     @property
     def is_sliding(self) -> list[bool]:
@@ -376,9 +374,7 @@ def filled_by_forward(cache: Cache | None, total: int):
     interrupt, a hook's error), some layers hold the new tokens and others do not: the cache is marked incomplete
     and refused by the next forward (a continuation would silently be wrong) until ``reset()``."""
     state_layers_of = [] if cache is None else [layer for layer in cache.layers if isinstance(layer, _HyenaStateLayer)]
-    if isinstance(cache, HyenaCache):
-        cache.seen_tokens = total
-    for layer in state_layers_of:
+    for layer in state_layers_of:  # attention layers count their keys themselves
         layer.seen_tokens = total
     try:
         yield

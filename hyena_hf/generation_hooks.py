@@ -16,7 +16,7 @@ class HyenaGenerationMixin(GenerationMixin):
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # the model builds its own HyenaCache (conv / SSM states + attention KV) on the first forward
+        return False  # a HyenaCache (conv / SSM states + attention KV) is built below, not generate's DynamicCache
 
     def _prepare_cache_for_generation(
         self, generation_config, model_kwargs: dict, generation_mode, batch_size: int, max_cache_length: int
