@@ -156,18 +156,24 @@ def _exact_chunk_step(state: HyenaConvState, o: int, u: torch.Tensor, h_rev, ski
 
 
 def _modal_chunk_step(state: ModalState, o: int, u: torch.Tensor, skip, impl: str) -> torch.Tensor:
-    """Order step ``o`` of modal decoding for the inputs ``u (B, d, n)``, from the state s ``(B, d, N)``: with
-    s_t = p s_(t-1) + u_t and y_t = Re sum R s_t, y = (the modal filter's convolution of u within the chunk) + Re sum
-    R p^(t+1) s (the carried state's response), and the state becomes p^n s + sum_t p^(n-1-t) u_t."""
+    """Order step ``o`` of modal decoding for the inputs ``u (B, d, n)``: the recurrence s_t = p s_(t-1) + u_t,
+    y_t = Re sum R s_t over the chunk by :func:`_diagonal_chunk`, from and into the state ``(B, d, N)``."""
     poles, residues, _ = state.step_params
-    p, r, s = poles[o], residues[o], state.recurrent_states[o]
-    bsz, n = u.shape[0], u.shape[-1]
-    y = long_conv(u, modal_impulse_response(p, r, n).to(u.dtype), skip, impl=impl)
-    # Re sum R p^(t+1) s: the modal response with residues R p s, one channel per (row, channel)
-    carried = modal_impulse_response(p.expand(bsz, *p.shape).flatten(0, 1), (r * p * s).flatten(0, 1), n)
-    y = y + carried.view_as(y).to(y.dtype)
-    state.update_recurrent_state(pole_powers(p, n) * s + decayed_sum(u, p), state_idx=o)
+    y, after = _diagonal_chunk(u, poles[o], 1.0, residues[o], state.recurrent_states[o], skip, impl)
+    state.update_recurrent_state(after, state_idx=o)
     return y
+
+
+def _diagonal_chunk(u: torch.Tensor, p: torch.Tensor, b, c, s: torch.Tensor, skip, impl: str):
+    """The diagonal recurrence s_t = p s_(t-1) + b u_t, y_t = Re sum c s_t (+ skip u_t) over the inputs ``u (B, C, n)``
+    at once, from the state ``s (B, C, N)`` (``p (C, N)``; ``b``, ``c`` broadcast to it): the chunk convolved with the
+    impulse response Re sum c b p^k, plus the carried state's response Re sum c p^(t+1) s. Returns y ``(B, C, n)``
+    and the state after the chunk, p^n s + b sum_t p^(n-1-t) u_t."""
+    bsz, n = u.shape[0], u.shape[-1]
+    y = long_conv(u, modal_impulse_response(p, c * b, n).to(u.dtype), skip, impl=impl)
+    # the carried response: the impulse response of residues c p s, one channel per (row, channel)
+    carried = modal_impulse_response(p.expand(bsz, *p.shape).flatten(0, 1), (c * p * s).flatten(0, 1), n)
+    return y + carried.view_as(y).to(y.dtype), pole_powers(p, n) * s + b * decayed_sum(u, p)
 
 
 def h3_prefill(mixer, k: torch.Tensor, kv: torch.Tensor, padding_mask: torch.Tensor | None, state: H3State) -> None:
@@ -212,10 +218,9 @@ def h3_step(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask: to
 
 def _h3_chunk(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask) -> torch.Tensor:
     """H3 decoding of n new tokens ``hidden_states (B, n, d)`` at once -> ``(B, n, d)`` before out_proj: the shift
-    SSM over the stored keys and the chunk's, then the diagonal SSM as the chunk convolved with its kernel plus the
-    carried state's response 2 Re sum dA^(t+1) s; the state becomes dA^n s + dC sum_t dA^(n-1-t) kv_t."""
+    SSM over the stored keys and the chunk's, then the diagonal SSM by :func:`_diagonal_chunk`."""
     shift_kernel, dA, dC = state.step_params
-    impl, n, bsz = mixer.config.long_conv_impl, hidden_states.shape[1], hidden_states.shape[0]
+    impl, n = mixer.config.long_conv_impl, hidden_states.shape[1]
     q, k, v = (linear_channels_first(proj, hidden_states) for proj in (mixer.q_proj, mixer.k_proj, mixer.v_proj))
     dtype = compute_dtype(k.dtype)
     keep = None if padding_mask is None else padding_mask.to(dtype)
@@ -224,9 +229,7 @@ def _h3_chunk(mixer, hidden_states: torch.Tensor, state: H3State, padding_mask) 
     kv = long_conv(keys, shift_kernel.flip(-1), mixer.shift_D.to(dtype), impl=impl)[..., -n:] * v.to(dtype)
     if keep is not None:
         kv = kv * keep
-    y = long_conv(kv, modal_impulse_response(dA, 2 * dC, n).to(dtype), mixer.D.to(dtype), impl=impl)
-    s = state.ssm
-    carried = modal_impulse_response(dA.expand(bsz, *dA.shape).flatten(0, 1), (2 * dA * s).flatten(0, 1), n)
-    y = y + carried.view_as(y).to(dtype)
-    state.update_recurrent_state(pole_powers(dA, n) * s + dC * decayed_sum(kv, dA))
+    # the diagonal SSM: s_t = dA s_(t-1) + dC kv_t, y_t = 2 Re sum s_t + D kv_t
+    y, after = _diagonal_chunk(kv, dA, dC, 2.0, state.ssm, mixer.D.to(dtype), impl)
+    state.update_recurrent_state(after)
     return (y * q.to(dtype)).transpose(1, 2)
