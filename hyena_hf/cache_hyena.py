@@ -170,8 +170,9 @@ class HyenaConvState(_HyenaStateLayer):
 
     @property
     def batch_size(self) -> int:
-        size = super().batch_size
-        return size if size >= 0 else next((h.shape[0] for h in self.history if h is not None), -1)
+        # Not via super().batch_size: Dynamo cannot resolve a property through super() (a graph break in decoding).
+        stored = [t for *_, t in self._state_tensors()] + [h for h in self.history if h is not None]
+        return stored[0].shape[0] if stored else -1
 
 
 class H3State(_HyenaStateLayer):

@@ -371,8 +371,10 @@ def onednn_fuses(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether oneDNN can run ``x @ weight.T`` with its activation fused into the GEMM's epilogue: CPU float32 (or
     bfloat16 where the CPU supports it) with oneDNN available and enabled. Not under torch.compile: Inductor lowers
     the fused op only for frozen weights, and fuses the activation itself."""
-    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-    if x.device.type != "cpu" or not onednn or torch.compiler.is_compiling():
+    # Checked before asking oneDNN: Dynamo refuses to trace torch.backends.mkldnn.is_available (a graph break).
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return False
     if x.dtype == torch.bfloat16:
         return weight.dtype == x.dtype and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -529,3 +529,18 @@ def test_chunked_prefill_in_generate(variant, device):
     whole = model.generate(prompt, **common)
     for chunk in (4, 9):
         assert torch.equal(model.generate(prompt, prefill_chunk_size=chunk, **common), whole)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_compiled_decoding_steps_have_no_graph_break(variant, device):
+    """A user's torch.compile(model, fullgraph=True) runs the cached decoding steps (fullgraph fails on any graph
+    break: the exact history's batch size read through super() did break it) with the logits of the full forward."""
+    model = tiny_model(**VARIANTS[variant]).to(device)
+    ids = _ids(2, 14)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :10], use_cache=True).past_key_values
+        steps = [compiled(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits for t in range(10, 14)]
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, 10:], atol=1e-4)
