@@ -118,6 +118,14 @@ class HyenaConvState(_HyenaStateLayer):
         super().__init__(number_of_states=1)
         self.history: list[torch.Tensor | None] = [None] * num_steps
         self.lengths = [0] * num_steps
+        # Relaxed decoding at long contexts (hyena_hf.decoding): pending[o] (B, d, W) holds what the inputs seen so
+        # far add to the outputs of the W positions from window_start on (None while no window is open).
+        self.window_start: int | None = None
+        self.pending: list[torch.Tensor | None] = [None] * num_steps
+
+    def close_window(self) -> None:
+        """Drop the relaxed-decoding window (the next token opens a new one from the whole history)."""
+        self.window_start, self.pending = None, [None] * len(self.pending)
 
     @property
     def fir(self) -> torch.Tensor | None:
@@ -144,29 +152,36 @@ class HyenaConvState(_HyenaStateLayer):
         """Every input order step ``step`` has seen: ``(B, d, T)``."""
         return self.history[step][..., : self.lengths[step]]
 
+    def _map_rows(self, fn) -> None:
+        """Apply ``fn`` to every per-row tensor beyond the library's states: histories and pending windows."""
+        self.history = [None if h is None else fn(h) for h in self.history]
+        self.pending = [None if p is None else fn(p) for p in self.pending]
+
     def _map_states(self, fn) -> None:
         super()._map_states(fn)
-        self.history = [None if h is None else fn(h) for h in self.history]
+        self._map_rows(fn)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Keep the batch rows ``beam_idx (B',)`` of every state and history, in that order (beam search)."""
+        """Keep the batch rows ``beam_idx (B',)`` of every state, history and window, in that order (beam search)."""
         super().reorder_cache(beam_idx)
-        self.history = [None if h is None else h.index_select(0, beam_idx.to(h.device)) for h in self.history]
+        self._map_rows(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
     def offload(self):
         super().offload()
-        self.history = [None if h is None else h.to("cpu", non_blocking=True) for h in self.history]
+        self._map_rows(lambda t: t.to("cpu", non_blocking=True))
 
     def prefetch(self):
         super().prefetch()
-        self.history = [None if h is None else h.to(self.device, non_blocking=True) for h in self.history]
+        self._map_rows(lambda t: t.to(self.device, non_blocking=True))
 
     def reset(self) -> None:
         super().reset()
         self.history, self.lengths = [None] * len(self.history), [0] * len(self.history)
+        self.close_window()
 
     def memory_bytes(self) -> int:
-        return super().memory_bytes() + sum(h.numel() * h.element_size() for h in self.history if h is not None)
+        rows = [t for t in self.history + self.pending if t is not None]
+        return super().memory_bytes() + sum(t.numel() * t.element_size() for t in rows)
 
     @property
     def batch_size(self) -> int:

@@ -15,7 +15,7 @@ import torch
 
 from .cache_hyena import H3State, HyenaConvState, ModalState
 from .diagonal_recurrence import decayed_sum, modal_impulse_response, pole_powers
-from .ops import compute_dtype, long_conv
+from .ops import compute_dtype, convolution_tail, long_conv
 from .ops_cpu import (
     causal_short_conv,
     convolution_at_last_position,
@@ -30,6 +30,20 @@ from .ops_cpu import (
 # crossover on that model, 2 threads: ~8 new tokens after 512 of context, ~11 after 4K, ~19 after 16K.
 EXACT_CHUNK_MIN_TOKENS = 8
 EXACT_CHUNK_TOKENS_PER_CONTEXT = 1536
+# Exact decoding of single tokens from this much context on is relaxed (online) FFT convolution instead of the sum
+# over the whole history: a window of pending outputs gets each past input's contribution in power-of-two blocks
+# (after the j-th new token, the last 2^k tokens' contribution to the next 2^k outputs, for the largest 2^k dividing
+# j), and the history before the window in one FFT when it opens: O(d log^2 W) per token amortised instead of O(T d).
+# On CPU (width 256, 4 layers, 2 threads, batch 1, benchmarks/bench_relaxed_decoding.py) the two break even at ~512
+# tokens of context; at 32K the relaxed steps are ~6x faster. On a GPU the sum over the history is one
+# bandwidth-bound reduction (tens of microseconds at 32K) while a relaxed step launches about ten small kernels per
+# order step: not measured there yet, so it starts where the sum reads ~256 MB per order step (width 1024).
+EXACT_RELAXED_MIN_CONTEXT = {"cpu": 512}
+EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE = 1 << 16
+# A window covers this share of the context (and at least RELAXED_MIN_WINDOW tokens): opening one costs an FFT over
+# the history, spread over the window's tokens; its pending outputs take (B, d, W) per order step.
+RELAXED_WINDOW_DIVISOR = 4
+RELAXED_MIN_WINDOW = 64
 # Modal decoding: from this many new tokens the recurrence runs as a convolution within the chunk plus the carried
 # state's response (a cost independent of the context), instead of a Python loop of one recurrence step per token
 # (width 256, 4 layers, N = 16: the crossover at ~56 new tokens; 1K tokens after 4K of context 0.32 -> 0.07 s).
@@ -82,9 +96,10 @@ def hyena_step(
     mixer, hidden_states: torch.Tensor, state: HyenaConvState, padding_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Hyena decoding of new tokens ``hidden_states (B, n, d)`` -> ``(B, n, d)``: exact (the causal convolution sum
-    over the stored history, O(T d) per token) or modal (the recurrence, O(d N)); a chunk of many new tokens by
-    :func:`_chunk`. Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as the full forward lets them: zero
-    inputs and zero pre-gates."""
+    over the stored history, O(T d) per token; from EXACT_RELAXED_MIN_CONTEXT on, relaxed FFT convolution,
+    O(d log^2 T) amortised) or modal (the recurrence, O(d N)); a chunk of many new tokens by :func:`_chunk`.
+    Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as the full forward lets them: zero inputs and zero
+    pre-gates."""
     config = mixer.config
     u_all = mixer.in_proj(hidden_states).transpose(1, 2)
     if padding_mask is not None:
@@ -95,14 +110,16 @@ def hyena_step(
         if u_all.shape[-1] >= MODAL_CHUNK_MIN_TOKENS:
             return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip).to(hidden_states.dtype))
     else:
-        needed = state.lengths[0] + u_all.shape[-1]
-        filter_length = 0 if state.step_params[0] is None else state.step_params[0].shape[-1]
-        if filter_length < needed:  # at the first step, then whenever the text outgrows them: twice the text, <= l_max
-            length = min(max(needed, 2 * state.lengths[0]), config.max_position_embeddings)
-            state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
-        h_rev, skip = state.step_params
-        if u_all.shape[-1] >= EXACT_CHUNK_MIN_TOKENS + state.lengths[0] // EXACT_CHUNK_TOKENS_PER_CONTEXT:
+        context, n = state.lengths[0], u_all.shape[-1]
+        h_rev, skip = _exact_filters(mixer, state, context + n)
+        if n >= EXACT_CHUNK_MIN_TOKENS + context // EXACT_CHUNK_TOKENS_PER_CONTEXT:
+            state.close_window()
             return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip, h_rev).to(hidden_states.dtype))
+        relaxed_from = EXACT_RELAXED_MIN_CONTEXT.get(u_all.device.type, EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE)
+        if torch.compiler.is_compiling():  # its block sizes change every step: a graph per size
+            state.close_window()
+        elif context >= relaxed_from or state.window_start is not None:
+            h_rev, skip = _relaxed_window(mixer, state, n)
     outputs = []
     for t in range(u_all.shape[-1]):
         u_t = u_all[..., t : t + 1]
@@ -117,6 +134,8 @@ def hyena_step(
             if modal:  # s <- p s + u ; y = Re sum_n R_n s_n
                 s = state.update_recurrent_state(poles[o] * state.recurrent_states[o] + u[..., None], state_idx=o)
                 v = (residues[o] * s).sum(-1).real.to(dtype)
+            elif state.window_start is not None:
+                v = _relaxed_exact_step(state, o, u, h_rev[o])
             else:  # exact causal convolution sum over the whole history
                 history = state.append(o, u[..., None])
                 v = convolution_at_last_position(history, h_rev[o, :, h_rev.shape[-1] - history.shape[-1] :].to(dtype))
@@ -124,6 +143,48 @@ def hyena_step(
                 v = v + skip[o].to(dtype) * u
         outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
     return mixer.out_proj(torch.stack(outputs, dim=1))
+
+
+def _exact_filters(mixer, state: HyenaConvState, taps: int) -> tuple:
+    """The step parameters (reversed filters, skips), the filters evaluated to at least ``taps`` taps: at the first
+    step, then whenever the text outgrows them, twice the text (at most max_position_embeddings)."""
+    filter_length = 0 if state.step_params[0] is None else state.step_params[0].shape[-1]
+    if filter_length < taps:
+        length = min(max(taps, 2 * state.lengths[0]), mixer.config.max_position_embeddings)
+        state.step_params = hyena_step_parameters(mixer, *mixer.long_filters(length), state)
+    return state.step_params
+
+
+def _relaxed_window(mixer, state: HyenaConvState, n: int) -> tuple:
+    """Opens a relaxed-decoding window (see EXACT_RELAXED_MIN_CONTEXT) where the ``n`` new tokens do not fit in the
+    open one: each order step's pending outputs start as its whole history's contribution to the window's
+    positions. Returns the step parameters, the filters covering the window."""
+    context = state.lengths[0]
+    if state.window_start is not None and context + n <= state.window_start + state.pending[0].shape[-1]:
+        return state.step_params
+    room = mixer.config.max_position_embeddings - context  # >= n: generate and forward check the length first
+    width = min(max(context // RELAXED_WINDOW_DIVISOR, RELAXED_MIN_WINDOW, n), room)
+    h_rev, skip = _exact_filters(mixer, state, context + width)
+    taps = h_rev[..., h_rev.shape[-1] - context - width :].flip(-1)  # h[0 : context + width], (order-1, d, .)
+    state.pending = [convolution_tail(state.history_view(o), taps[o], width) for o in range(len(state.pending))]
+    state.window_start = context
+    return h_rev, skip
+
+
+def _relaxed_exact_step(state: HyenaConvState, o: int, u: torch.Tensor, h_rev: torch.Tensor) -> torch.Tensor:
+    """Order step ``o`` of exact decoding for one new input ``u (B, d)`` inside an open window -> ``(B, d)``: the
+    window's pending output plus h[0] u; then the last 2^k inputs' contribution (2^k the largest power of two that
+    divides the tokens taken in the window) is added to the next 2^k pending outputs. Every earlier input reaches
+    every later output exactly once (the blocks tile the pairs), before it is read. ``h_rev (d, >= T)`` reversed."""
+    j = state.lengths[o] - state.window_start
+    history, pending = state.append(o, u[..., None]), state.pending[o]
+    v = pending[..., j] + h_rev[:, -1].to(u.dtype) * u
+    size = (j + 1) & -(j + 1)
+    stop = min(j + 1 + size, pending.shape[-1])
+    if stop > j + 1:
+        taps = h_rev[:, h_rev.shape[-1] - 2 * size :].flip(-1)  # h[0 : 2 size]
+        pending[..., j + 1 : stop] += convolution_tail(history[..., -size:], taps, stop - j - 1)
+    return v
 
 
 def _chunk(mixer, u_all: torch.Tensor, state, padding_mask, skip, h_rev: torch.Tensor | None = None) -> torch.Tensor:

@@ -104,6 +104,25 @@ def causal_conv_torch(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(u_f * h_f, n=n)[..., :seqlen]
 
 
+# convolution_tail computes a tail of at most this many products (inputs x outputs) directly: the small blocks of
+# relaxed decoding, where an FFT's fixed cost dominates.
+TAIL_DIRECT_MAX_PRODUCTS = 1024
+
+
+def convolution_tail(u: torch.Tensor, h: torch.Tensor, count: int) -> torch.Tensor:
+    """What the inputs ``u (B, C, T)`` contribute to the ``count`` outputs after them of the causal convolution with
+    ``h (C, >= T + count)``: ``y[t] = sum_s u[s] h[T + t - s]`` for t < count -> ``(B, C, count)``. By FFT, a
+    circular convolution of T + count points or more (its wrap-around lands before T), or directly when small."""
+    seqlen = u.shape[-1]
+    h = h[..., : seqlen + count].to(u.dtype)
+    if seqlen * count <= TAIL_DIRECT_MAX_PRODUCTS:
+        lags = seqlen + torch.arange(count, device=u.device)[:, None] - torch.arange(seqlen, device=u.device)
+        return torch.einsum("bcs,cts->bct", u, h[:, lags])
+    n = _fast_fft_size(seqlen + count)
+    spectrum = torch.fft.rfft(u, n=n) * torch.fft.rfft(h, n=n)
+    return torch.fft.irfft(spectrum, n=n)[..., seqlen : seqlen + count]
+
+
 def long_conv_reference(v, h, D=None, pre_gate=None, post_gate=None):
     """Pure-PyTorch reference of :func:`long_conv`: out-of-place ops, differentiable by autograd."""
     out_dtype = v.dtype

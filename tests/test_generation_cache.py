@@ -105,7 +105,12 @@ def test_eos_stops_generation(device):
     assert stopped[0, 5:].tolist() == new[: new.index(eos) + 1]
 
 
-def test_safari_fixture_greedy_ids_with_cache(device):
+@pytest.mark.parametrize("relaxed", [False, True])
+def test_safari_fixture_greedy_ids_with_cache(relaxed, device, request):
+    """The original code's greedy ids and step logits, decoding by the sum over the history or (relaxed, from the
+    first step, windows of 4 tokens) by relaxed FFT convolution."""
+    if relaxed:
+        request.getfixturevalue("relaxed_everywhere")
     model = load_fixture_model("safari_hyena_lm").to(device)
     tensors = _on_device(fixture_tensors("safari_hyena_lm"))
     out = model.generate(tensors["gen_prompt"], max_new_tokens=16, do_sample=False, use_cache=True, pad_token_id=0)
@@ -544,3 +549,90 @@ def test_compiled_decoding_steps_have_no_graph_break(variant, device):
         cache = model(ids[:, :10], use_cache=True).past_key_values
         steps = [compiled(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits for t in range(10, 14)]
     assert torch.allclose(torch.cat(steps, dim=1), full[:, 10:], atol=1e-4)
+
+
+@pytest.fixture
+def relaxed_everywhere(monkeypatch):
+    """Relaxed exact decoding from the first step on any device, with windows of 4 tokens (so they reopen often)."""
+    import hyena_hf.decoding as decoding
+
+    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_CONTEXT", {})
+    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE", 0)
+    monkeypatch.setattr(decoding, "RELAXED_MIN_WINDOW", 4)
+    return decoding
+
+
+@pytest.mark.parametrize("direct_products", [0, 1 << 30])
+def test_relaxed_exact_decoding_equals_the_full_forward(direct_products, relaxed_everywhere, device, monkeypatch):
+    """Relaxed decoding (pending windows filled in power-of-two blocks, each window opened by one FFT over the
+    history), its blocks by FFT or directly: the full forward's logits, in float64, through windows reopened many
+    times, a left-padded row, a padded token inside the continuation and a chunk of new tokens between steps (the
+    chunk path closes the window, the next step opens one over the whole history)."""
+    import hyena_hf.ops as ops
+
+    monkeypatch.setattr(ops, "TAIL_DIRECT_MAX_PRODUCTS", direct_products)
+    model = tiny_model(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4).to(device).to(torch.float64)
+    ids = _ids(3, 62, seed=6)
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0
+    mask[2, 33] = 0
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        cache = model(ids[:, :5], attention_mask=mask[:, :5], use_cache=True).past_key_values
+        logits = []
+        for t in range(5, 30):
+            logits.append(model(ids[:, t : t + 1], past_key_values=cache, attention_mask=mask[:, : t + 1]).logits)
+        state = cache.layers[0]
+        # windows of max(context // 4, 4) tokens opened at 5, 9, 13, 17, 21 (5 wide), then 26 (6 wide)
+        assert state.window_start == 26 and state.pending[0].shape == (3, 32, 6)
+        logits.append(model(ids[:, 30:42], past_key_values=cache, attention_mask=mask[:, :42]).logits)
+        assert state.window_start is None
+        for t in range(42, 62):
+            logits.append(model(ids[:, t : t + 1], past_key_values=cache, attention_mask=mask[:, : t + 1]).logits)
+    stepped = torch.cat(logits, dim=1)
+    real = mask[:, 5:].bool()
+    assert (stepped - full[:, 5:])[real].abs().max() <= 1e-9 * full.abs().max()
+
+
+def test_relaxed_decoding_in_generate_with_beams_and_sampling(relaxed_everywhere, device, monkeypatch):
+    """generate with relaxed windows (reordered with the beams, repeated for sampled sequences) gives the tokens the
+    sum over the whole history gives, for a left-padded batch. (Weights at initializer_range 0.3: the beams part
+    ways, so a window reordered wrongly changes the tokens.)"""
+    model = tiny_model(hyena_order=3, initializer_range=0.3).to(device).to(torch.float64)
+    prompt = _ids(2, 9, seed=7)
+    mask = torch.ones_like(prompt)
+    mask[0, :3] = 0
+    common = dict(attention_mask=mask, max_new_tokens=30, pad_token_id=0)
+
+    def runs():
+        beams = model.generate(prompt, num_beams=3, do_sample=False, **common)
+        torch.manual_seed(0)
+        sampled = model.generate(prompt, do_sample=True, num_return_sequences=2, top_k=10, **common)
+        return beams, sampled
+
+    relaxed = runs()
+    monkeypatch.setattr(relaxed_everywhere, "EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE", 1 << 30)
+    direct = runs()
+    assert all(torch.equal(a, b) for a, b in zip(relaxed, direct))
+
+
+def test_relaxed_windows_are_counted_and_compiled_steps_close_them(relaxed_everywhere, device):
+    """The cache's memory counts the pending windows; a step under torch.compile (where the changing block sizes
+    would compile a graph each) closes the window and sums over the history, exactly."""
+    model = tiny_model().to(device).to(torch.float64)
+    ids = _ids(2, 40, seed=8)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :30], use_cache=True).past_key_values
+        eager = model(ids[:, 30:31], past_key_values=cache).logits
+        state = cache.layers[0]
+        pending = sum(p.numel() * p.element_size() for p in state.pending)
+        assert pending == 2 * 32 * 7 * 8  # one order step: (B=2, d=32, W=30 // 4) float64
+        history = state.history[0].numel() * state.history[0].element_size()
+        assert state.memory_bytes() == history + pending + state.fir.numel() * state.fir.element_size()
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True)
+        later = [compiled(ids[:, t : t + 1], past_key_values=cache).logits for t in range(31, 40)]
+        assert state.window_start is None
+    stepped = torch.cat([eager, *later], dim=1)
+    assert (stepped - full[:, 30:]).abs().max() <= 1e-9 * full.abs().max()
