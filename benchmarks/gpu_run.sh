@@ -2,8 +2,8 @@
 # Everything the project measures on a GPU, in one command, on a CUDA machine with the project installed
 # (`pip install --no-deps -e .`): the Triton kernel tests with the real compiler, the whole suite on CUDA, the long
 # convolution (B=8 and B=64 with C=768 as in FlashFFTConv's table, bf16/fp16/fp32, forward and forward+backward, peak
-# memory, bandwidth floor; 1M tokens at B=1), the model against GPT-2 (forward and training step) and transformers' own
-# common model tests on the device. Every result lands in OUT_DIR (at most two folders deep; one STEPS group per call
+# memory, bandwidth floor; 1M tokens at B=1), the model against GPT-2 (forward and training step), exact decoding (sum
+# over the history vs relaxed FFT convolution) and transformers' own common model tests on the device. Every result lands in OUT_DIR (at most two folders deep; one STEPS group per call
 # stays within the device tool's 8 files), with the GPU name, versions and the exact commands.
 #
 #   bash benchmarks/gpu_run.sh [OUT_DIR]          # default: $OUT, else gpu_results
@@ -36,6 +36,7 @@ if [ "$DRY" = 1 ]; then
     TESTS_SUITE=(tests/test_half_precision.py -k "float16_builds")
     LC_LENGTHS=(1024); LC_B8=(--batch 2 --channels 8); LC_B64=(--batch 2 --channels 8); LC_1M=(--batch 1 --channels 4)
     LC_1M_LENGTHS=(4096); MODEL_LENGTHS=(1024); REPEATS=1
+    RELAXED=(--device cpu --contexts 256 --batches 1 --steps 8)
 else
     export HYENA_TEST_DEVICE=cuda
     unset TRITON_INTERPRET
@@ -44,6 +45,7 @@ else
     LC_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); LC_B8=(--batch 8 --channels 768)
     LC_B64=(--batch 64 --channels 768); LC_1M=(--batch 1 --channels 768); LC_1M_LENGTHS=(1048576)
     MODEL_LENGTHS=(1024 2048 4096 8192 16384 32768 65536); REPEATS=5
+    RELAXED=(--device cuda --contexts 1024 4096 16384 65536 131072 --batches 1 8 --steps 256)
 fi
 
 # carried wheels (benchmarks/gpu_wheels.sh) into a scratch site directory (first on the path: they shadow any copy the
@@ -105,6 +107,8 @@ if wants model; then
         --gpt2-max-length 65536 --out "$OUT_DIR/model"
     run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
         --gpt2-max-length 65536 --out "$OUT_DIR/model"
+    # exact decoding, sum over the history vs relaxed FFT convolution: sets decoding.EXACT_RELAXED_MIN_CONTEXT["cuda"]
+    run relaxed_decoding "$PY" benchmarks/bench_relaxed_decoding.py "${RELAXED[@]}" --out "$OUT_DIR/model"
     run mixers "$PY" benchmarks/bench_mixers.py --length "${MODEL_LENGTHS[-1]}" --dtype bfloat16 --repeats "$REPEATS" \
         --out "$OUT_DIR/model"
 fi

@@ -10,8 +10,10 @@ Per layer (``config.layer_types``):
 * implicit Hyena layers, :class:`HyenaConvState` (exact decoding):
   ``fir``: the last ``short_filter_order - 1`` in-projection outputs, ``(B, (order+1)·d, short_filter_order-1)``;
   ``history[o]``: every input seen by the long convolution of order step ``o``, ``(B, d, T)`` (stored with
-  capacity doubling). A new token costs O(T·d) per step instead of an O(T log T · d) re-run of the FFT convolution,
-  and gives the same numbers as the full forward (it is the same convolution sum);
+  capacity doubling); ``pending[o]``: at long contexts, a window of W outputs ``(B, d, W)`` that the inputs seen so
+  far have contributed to (relaxed decoding, :mod:`hyena_hf.decoding`). A new token costs O(T·d) per step (the sum
+  over the history) or O(d log² T) amortised (relaxed) instead of an O(T log T · d) re-run of the FFT convolution,
+  and gives the same numbers as the full forward (the same convolution);
 * H3 layers, :class:`H3State`: ``shift``: the last ``d_state`` keys ``(B, d, d_state)`` (the shift SSM is an FIR
   filter); ``ssm``: the diagonal SSM's complex state ``(B, d, d_state/2)``. Cost per token independent of T.
 * modal layers, :class:`ModalState`: ``fir`` as for Hyena, ``ssm[o]``: complex state ``(B, d, modal_state_size)``

@@ -119,8 +119,11 @@ def convolution_tail(u: torch.Tensor, h: torch.Tensor, count: int) -> torch.Tens
         lags = seqlen + torch.arange(count, device=u.device)[:, None] - torch.arange(seqlen, device=u.device)
         return torch.einsum("bcs,cts->bct", u, h[:, lags])
     n = _fast_fft_size(seqlen + count)
-    spectrum = torch.fft.rfft(u, n=n) * torch.fft.rfft(h, n=n)
-    return torch.fft.irfft(spectrum, n=n)[..., seqlen : seqlen + count]
+    out = u.new_empty(*u.shape[:-1], count)
+    for block in _channel_blocks(u.shape[0], u.shape[1], n, u.dtype, u.device):  # see FFT_BLOCK_BYTES
+        spectrum = torch.fft.rfft(u[:, block], n=n) * torch.fft.rfft(h[block], n=n)
+        out[:, block] = torch.fft.irfft(spectrum, n=n)[..., seqlen : seqlen + count]
+    return out
 
 
 def long_conv_reference(v, h, D=None, pre_gate=None, post_gate=None):
