@@ -180,10 +180,10 @@ def _relaxed_exact_step(state: HyenaConvState, o: int, u: torch.Tensor, h_rev: t
     history, pending = state.append(o, u[..., None]), state.pending[o]
     v = pending[..., j] + h_rev[:, -1].to(u.dtype) * u
     size = (j + 1) & -(j + 1)
-    stop = min(j + 1 + size, pending.shape[-1])
-    if stop > j + 1:
-        taps = h_rev[:, h_rev.shape[-1] - 2 * size :].flip(-1)  # h[0 : 2 size]
-        pending[..., j + 1 : stop] += convolution_tail(history[..., -size:], taps, stop - j - 1)
+    count = min(size, pending.shape[-1] - j - 1)  # the block's outputs inside the window
+    if count > 0:
+        taps = h_rev[:, h_rev.shape[-1] - size - count :].flip(-1)  # h[0 : size + count]
+        pending[..., j + 1 : j + 1 + count] += convolution_tail(history[..., -size:], taps, count)
     return v
 
 
