@@ -6,7 +6,8 @@ The time per token is the mean over ``--steps`` consecutive steps, window openin
 (the amortised cost, not a median that would skip them); the first step, which also evaluates the filters (both
 paths) and opens the first window (relaxed: one FFT over the history), is reported on its own too. Both paths must
 produce the same greedy tokens; the benchmark fails if they do not. Prints ratios and the context from which the
-relaxed steps win; the device and the CPU model go into the JSON.
+relaxed steps win (and its B d T, what ``EXACT_RELAXED_MIN_HISTORY`` counts); the device and the CPU model go into
+the JSON.
 
     python benchmarks/bench_relaxed_decoding.py [--contexts 256 512 1024 4096 32768] [--batches 1 8] [--device cpu]
 """
@@ -35,9 +36,9 @@ def _sync(device: torch.device) -> None:
 def decode(model, ids: torch.Tensor, steps: int, relaxed: bool) -> tuple[list[float], torch.Tensor, int]:
     """Seconds of each of ``steps`` greedy steps after a prefill of ``ids``, the tokens, the cache's bytes."""
     device = ids.device
-    saved = dict(decoding.EXACT_RELAXED_MIN_CONTEXT), decoding.EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE
-    decoding.EXACT_RELAXED_MIN_CONTEXT.clear()
-    decoding.EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE = 0 if relaxed else 1 << 62
+    saved = dict(decoding.EXACT_RELAXED_MIN_HISTORY), decoding.EXACT_RELAXED_MIN_HISTORY_ELSEWHERE
+    decoding.EXACT_RELAXED_MIN_HISTORY.clear()
+    decoding.EXACT_RELAXED_MIN_HISTORY_ELSEWHERE = 0 if relaxed else 1 << 62
     try:
         cache = model(ids, use_cache=True, logits_to_keep=1).past_key_values
         token, tokens, seconds = ids[:, -1:], [], []
@@ -49,8 +50,8 @@ def decode(model, ids: torch.Tensor, steps: int, relaxed: bool) -> tuple[list[fl
             seconds.append(time.perf_counter() - start)
             tokens.append(token)
     finally:
-        decoding.EXACT_RELAXED_MIN_CONTEXT.update(saved[0])
-        decoding.EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE = saved[1]
+        decoding.EXACT_RELAXED_MIN_HISTORY.update(saved[0])
+        decoding.EXACT_RELAXED_MIN_HISTORY_ELSEWHERE = saved[1]
     return seconds, torch.cat(tokens, dim=1), sum(cache.memory_bytes())
 
 
@@ -82,6 +83,7 @@ def main() -> None:
             row = {
                 "batch": batch,
                 "context": context,
+                "history_elements": batch * args.hidden_size * context,  # B d T, what the threshold counts
                 "sum_over_history_s_per_token": summed,
                 "relaxed_s_per_token": relaxed,
                 "speedup": summed / relaxed,
@@ -106,7 +108,9 @@ def main() -> None:
     for batch in args.batches:
         wins = [r["context"] for r in rows if r["batch"] == batch and r["speedup"] > 1]
         crossover[f"B{batch}"] = min(wins) if wins else None
-        print(f"B={batch}: relaxed faster from context {crossover[f'B{batch}']} of {args.contexts}")
+        first = min(wins) if wins else None
+        elements = None if first is None else batch * args.hidden_size * first
+        print(f"B={batch}: relaxed faster from context {first} of {args.contexts} (B d T = {elements})")
     result = {
         "command": "python benchmarks/bench_relaxed_decoding.py "
         + " ".join(
@@ -122,8 +126,8 @@ def main() -> None:
         "layers": args.layers,
         "steps": args.steps,
         "thresholds": {
-            "EXACT_RELAXED_MIN_CONTEXT": decoding.EXACT_RELAXED_MIN_CONTEXT,
-            "EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE": decoding.EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE,
+            "EXACT_RELAXED_MIN_HISTORY": decoding.EXACT_RELAXED_MIN_HISTORY,
+            "EXACT_RELAXED_MIN_HISTORY_ELSEWHERE": decoding.EXACT_RELAXED_MIN_HISTORY_ELSEWHERE,
             "RELAXED_WINDOW_DIVISOR": decoding.RELAXED_WINDOW_DIVISOR,
             "RELAXED_MIN_WINDOW": decoding.RELAXED_MIN_WINDOW,
         },
@@ -132,7 +136,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"bench_relaxed_decoding_{device.type}.json").write_text(json.dumps(result, indent=2))
+    (out / f"bench_relaxed_decoding_{device.type}_d{args.hidden_size}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

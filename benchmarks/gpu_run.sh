@@ -107,7 +107,7 @@ if wants model; then
         --gpt2-max-length 65536 --out "$OUT_DIR/model"
     run model_fwdbwd "$PY" benchmarks/bench_model.py --lengths "${MODEL_LENGTHS[@]}" --repeats "$REPEATS" --backward \
         --gpt2-max-length 65536 --out "$OUT_DIR/model"
-    # exact decoding, sum over the history vs relaxed FFT convolution: sets decoding.EXACT_RELAXED_MIN_CONTEXT["cuda"]
+    # exact decoding, sum over the history vs relaxed FFT convolution: sets decoding.EXACT_RELAXED_MIN_HISTORY["cuda"]
     run relaxed_decoding "$PY" benchmarks/bench_relaxed_decoding.py "${RELAXED[@]}" --out "$OUT_DIR/model"
     run mixers "$PY" benchmarks/bench_mixers.py --length "${MODEL_LENGTHS[-1]}" --dtype bfloat16 --repeats "$REPEATS" \
         --out "$OUT_DIR/model"

@@ -30,16 +30,19 @@ from .ops_cpu import (
 # crossover on that model, 2 threads: ~8 new tokens after 512 of context, ~11 after 4K, ~19 after 16K.
 EXACT_CHUNK_MIN_TOKENS = 8
 EXACT_CHUNK_TOKENS_PER_CONTEXT = 1536
-# Exact decoding of single tokens from this much context on is relaxed (online) FFT convolution instead of the sum
-# over the whole history: a window of pending outputs gets each past input's contribution in power-of-two blocks
-# (after the j-th new token, the last 2^k tokens' contribution to the next 2^k outputs, for the largest 2^k dividing
-# j), and the history before the window in one FFT when it opens: O(d log^2 W) per token amortised instead of O(T d).
-# On CPU (width 256, 4 layers, 2 threads, batch 1, benchmarks/bench_relaxed_decoding.py) the two break even at ~512
-# tokens of context; at 32K the relaxed steps are ~6x faster. On a GPU the sum over the history is one
-# bandwidth-bound reduction (tens of microseconds at 32K) while a relaxed step launches about ten small kernels per
-# order step: not measured there yet, so it starts where the sum reads ~256 MB per order step (width 1024).
-EXACT_RELAXED_MIN_CONTEXT = {"cpu": 512}
-EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE = 1 << 16
+# Exact decoding of single tokens is relaxed (online) FFT convolution, instead of the sum over the whole history, once
+# the history holds this many elements (B d T per order step): a window of pending outputs gets each past input's
+# contribution in power-of-two blocks (after the j-th new token, the last 2^k tokens' contribution to the next 2^k
+# outputs, for the largest 2^k dividing j), and the history before the window in one FFT when it opens: O(d log^2 T)
+# per token amortised instead of O(T d). The sum's cost grows with B d T while a relaxed step costs a few small ops
+# more: on CPU (benchmarks/bench_relaxed_decoding.py, 2 threads) the two break even between 512 and 1024 tokens of
+# context at d = 256, batch 1 (2^17 - 2^18 elements), at ~256 for d = 768, batch 1, and below 256 for d = 256,
+# batch 8 or d = 768, batch 4; at 32K tokens the relaxed steps are 3.6-8.7x faster (the sum's time varies 2x from
+# run to run there). On a GPU the sum is one bandwidth-bound reduction while a relaxed step launches about ten more
+# small kernels per order step (~50 us, the time an H100 reads ~150 MB): not measured there yet, so it starts at
+# 2^24 elements (64K tokens at d = 256, batch 1).
+EXACT_RELAXED_MIN_HISTORY = {"cpu": 1 << 18}
+EXACT_RELAXED_MIN_HISTORY_ELSEWHERE = 1 << 24
 # A window covers this share of the context (and at least RELAXED_MIN_WINDOW tokens): opening one costs an FFT over
 # the history, spread over the window's tokens; its pending outputs take (B, d, W) per order step.
 RELAXED_WINDOW_DIVISOR = 4
@@ -96,7 +99,7 @@ def hyena_step(
     mixer, hidden_states: torch.Tensor, state: HyenaConvState, padding_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Hyena decoding of new tokens ``hidden_states (B, n, d)`` -> ``(B, n, d)``: exact (the causal convolution sum
-    over the stored history, O(T d) per token; from EXACT_RELAXED_MIN_CONTEXT on, relaxed FFT convolution,
+    over the stored history, O(T d) per token; from EXACT_RELAXED_MIN_HISTORY on, relaxed FFT convolution,
     O(d log^2 T) amortised) or modal (the recurrence, O(d N)); a chunk of many new tokens by :func:`_chunk`.
     Padded new tokens (``padding_mask (B, 1, n)`` zero) enter as the full forward lets them: zero inputs and zero
     pre-gates."""
@@ -115,10 +118,10 @@ def hyena_step(
         if n >= EXACT_CHUNK_MIN_TOKENS + context // EXACT_CHUNK_TOKENS_PER_CONTEXT:
             state.close_window()
             return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip, h_rev).to(hidden_states.dtype))
-        relaxed_from = EXACT_RELAXED_MIN_CONTEXT.get(u_all.device.type, EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE)
+        relaxed_from = EXACT_RELAXED_MIN_HISTORY.get(u_all.device.type, EXACT_RELAXED_MIN_HISTORY_ELSEWHERE)
         if torch.compiler.is_compiling():  # its block sizes change every step: a graph per size
             state.close_window()
-        elif context >= relaxed_from or state.window_start is not None:
+        elif u_all.shape[0] * config.hidden_size * context >= relaxed_from or state.window_start is not None:
             h_rev, skip = _relaxed_window(mixer, state, n)
     outputs = []
     for t in range(u_all.shape[-1]):
@@ -156,7 +159,7 @@ def _exact_filters(mixer, state: HyenaConvState, taps: int) -> tuple:
 
 
 def _relaxed_window(mixer, state: HyenaConvState, n: int) -> tuple:
-    """Opens a relaxed-decoding window (see EXACT_RELAXED_MIN_CONTEXT) where the ``n`` new tokens do not fit in the
+    """Opens a relaxed-decoding window (see EXACT_RELAXED_MIN_HISTORY) where the ``n`` new tokens do not fit in the
     open one: each order step's pending outputs start as its whole history's contribution to the window's
     positions. Returns the step parameters, the filters covering the window."""
     context = state.lengths[0]

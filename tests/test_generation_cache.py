@@ -556,8 +556,8 @@ def relaxed_everywhere(monkeypatch):
     """Relaxed exact decoding from the first step on any device, with windows of 4 tokens (so they reopen often)."""
     import hyena_hf.decoding as decoding
 
-    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_CONTEXT", {})
-    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE", 0)
+    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_HISTORY", {})
+    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_HISTORY_ELSEWHERE", 0)
     monkeypatch.setattr(decoding, "RELAXED_MIN_WINDOW", 4)
     return decoding
 
@@ -611,7 +611,7 @@ def test_relaxed_decoding_in_generate_with_beams_and_sampling(relaxed_everywhere
         return beams, sampled
 
     relaxed = runs()
-    monkeypatch.setattr(relaxed_everywhere, "EXACT_RELAXED_MIN_CONTEXT_ELSEWHERE", 1 << 30)
+    monkeypatch.setattr(relaxed_everywhere, "EXACT_RELAXED_MIN_HISTORY_ELSEWHERE", 1 << 30)
     direct = runs()
     assert all(torch.equal(a, b) for a, b in zip(relaxed, direct))
 
