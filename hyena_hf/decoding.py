@@ -47,6 +47,11 @@ EXACT_RELAXED_MIN_HISTORY_ELSEWHERE = 1 << 24
 # the history, spread over the window's tokens; its pending outputs take (B, d, W) per order step.
 RELAXED_WINDOW_DIVISOR = 4
 RELAXED_MIN_WINDOW = 64
+# Where relaxed steps serve, a chunk of new tokens runs through them (one call: the projections batched, a relaxed
+# step per token) below one new token per this many tokens of context; from there the chunk path (an FFT over the
+# whole history, then a new window) is faster. Measured crossovers (d = 256, 4 layers, batch 1, a window open):
+# ~16 new tokens after 1K of context, ~96 after 4K, ~800 after 32K.
+RELAXED_CHUNK_CONTEXT_PER_TOKEN = 48
 # Modal decoding: from this many new tokens the recurrence runs as a convolution within the chunk plus the carried
 # state's response (a cost independent of the context), instead of a Python loop of one recurrence step per token
 # (width 256, 4 layers, N = 16: the crossover at ~56 new tokens; 1K tokens after 4K of context 0.32 -> 0.07 s).
@@ -115,13 +120,19 @@ def hyena_step(
     else:
         context, n = state.lengths[0], u_all.shape[-1]
         h_rev, skip = _exact_filters(mixer, state, context + n)
-        if n >= EXACT_CHUNK_MIN_TOKENS + context // EXACT_CHUNK_TOKENS_PER_CONTEXT:
-            state.close_window()
-            return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip, h_rev).to(hidden_states.dtype))
         relaxed_from = EXACT_RELAXED_MIN_HISTORY.get(u_all.device.type, EXACT_RELAXED_MIN_HISTORY_ELSEWHERE)
-        if torch.compiler.is_compiling():  # its block sizes change every step: a graph per size
+        # not under torch.compile: the relaxed blocks change shape every step, a graph each
+        relaxed = not torch.compiler.is_compiling() and (
+            u_all.shape[0] * config.hidden_size * context >= relaxed_from or state.window_start is not None
+        )
+        chunk_from = EXACT_CHUNK_MIN_TOKENS + context // EXACT_CHUNK_TOKENS_PER_CONTEXT
+        if relaxed:
+            chunk_from = max(chunk_from, context // RELAXED_CHUNK_CONTEXT_PER_TOKEN)
+        if n >= chunk_from or not relaxed:
             state.close_window()
-        elif u_all.shape[0] * config.hidden_size * context >= relaxed_from or state.window_start is not None:
+        if n >= chunk_from:
+            return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip, h_rev).to(hidden_states.dtype))
+        if relaxed:
             h_rev, skip = _relaxed_window(mixer, state, n)
     outputs = []
     for t in range(u_all.shape[-1]):

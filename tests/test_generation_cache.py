@@ -563,14 +563,20 @@ def relaxed_everywhere(monkeypatch):
 
 
 @pytest.mark.parametrize("direct_products", [0, 1 << 30])
-def test_relaxed_exact_decoding_equals_the_full_forward(direct_products, relaxed_everywhere, device, monkeypatch):
+@pytest.mark.parametrize("chunk_by", ["fft", "relaxed_steps"])
+def test_relaxed_exact_decoding_equals_the_full_forward(
+    direct_products, chunk_by, relaxed_everywhere, device, monkeypatch
+):
     """Relaxed decoding (pending windows filled in power-of-two blocks, each window opened by one FFT over the
     history), its blocks by FFT or directly: the full forward's logits, in float64, through windows reopened many
-    times, a left-padded row, a padded token inside the continuation and a chunk of new tokens between steps (the
-    chunk path closes the window, the next step opens one over the whole history)."""
+    times, a left-padded row, a padded token inside the continuation and a chunk of 12 new tokens between steps: by
+    the chunk path (which closes the window; the next step opens one over the whole history) or, below
+    RELAXED_CHUNK_CONTEXT_PER_TOKEN's threshold, through relaxed steps in a window opened wide enough for them."""
     import hyena_hf.ops as ops
 
     monkeypatch.setattr(ops, "TAIL_DIRECT_MAX_PRODUCTS", direct_products)
+    if chunk_by == "relaxed_steps":  # one new token per context token: relaxed steps up to 30 new tokens at 30
+        monkeypatch.setattr(relaxed_everywhere, "RELAXED_CHUNK_CONTEXT_PER_TOKEN", 1)
     model = tiny_model(hyena_order=3, attn_layer_idx=[1], num_attention_heads=4).to(device).to(torch.float64)
     ids = _ids(3, 62, seed=6)
     mask = torch.ones_like(ids)
@@ -586,7 +592,10 @@ def test_relaxed_exact_decoding_equals_the_full_forward(direct_products, relaxed
         # windows of max(context // 4, 4) tokens opened at 5, 9, 13, 17, 21 (5 wide), then 26 (6 wide)
         assert state.window_start == 26 and state.pending[0].shape == (3, 32, 6)
         logits.append(model(ids[:, 30:42], past_key_values=cache, attention_mask=mask[:, :42]).logits)
-        assert state.window_start is None
+        if chunk_by == "fft":
+            assert state.window_start is None
+        else:  # 30 + 12 tokens do not fit in the window opened at 26: one from 30, 12 wide
+            assert state.window_start == 30 and state.pending[0].shape[-1] == 12
         for t in range(42, 62):
             logits.append(model(ids[:, t : t + 1], past_key_values=cache, attention_mask=mask[:, : t + 1]).logits)
     stepped = torch.cat(logits, dim=1)
