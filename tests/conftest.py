@@ -87,6 +87,18 @@ def device() -> torch.device:
     return TEST_DEVICE
 
 
+@pytest.fixture
+def relaxed_everywhere(monkeypatch):
+    """Relaxed exact decoding (hyena_hf.decoding) from the first step on any device, with windows of 4 tokens (so
+    they reopen often); returns the module."""
+    import hyena_hf.decoding as decoding
+
+    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_HISTORY", {})
+    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_HISTORY_ELSEWHERE", 0)
+    monkeypatch.setattr(decoding, "RELAXED_MIN_WINDOW", 4)
+    return decoding
+
+
 @pytest.fixture(params=sorted(VARIANTS))
 def variant_model(request, device):
     return tiny_model(**VARIANTS[request.param]).to(device)

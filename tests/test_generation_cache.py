@@ -551,17 +551,6 @@ def test_compiled_decoding_steps_have_no_graph_break(variant, device):
     assert torch.allclose(torch.cat(steps, dim=1), full[:, 10:], atol=1e-4)
 
 
-@pytest.fixture
-def relaxed_everywhere(monkeypatch):
-    """Relaxed exact decoding from the first step on any device, with windows of 4 tokens (so they reopen often)."""
-    import hyena_hf.decoding as decoding
-
-    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_HISTORY", {})
-    monkeypatch.setattr(decoding, "EXACT_RELAXED_MIN_HISTORY_ELSEWHERE", 0)
-    monkeypatch.setattr(decoding, "RELAXED_MIN_WINDOW", 4)
-    return decoding
-
-
 @pytest.mark.parametrize("direct_products", [0, 1 << 30])
 @pytest.mark.parametrize("chunk_by", ["fft", "relaxed_steps"])
 def test_relaxed_exact_decoding_equals_the_full_forward(
