@@ -27,7 +27,8 @@ from .ops_cpu import (
 # EXACT_CHUNK_TOKENS_PER_CONTEXT tokens of context, exact decoding convolves each order step's whole history by FFT
 # and keeps the last outputs, instead of one O(T d) sum per token in a Python loop (1K tokens after 4K of context,
 # width 256, 4 layers: 2.3 s token by token, 14x the full forward of all 5K tokens; 0.09 s by FFT). Measured
-# crossover on that model, 2 threads: ~8 new tokens after 512 of context, ~11 after 4K, ~19 after 16K.
+# crossover on that model, 2 threads: ~8 new tokens after 512 of context, ~11 after 4K, ~19 after 16K. (Against
+# relaxed steps, which serve long histories, the crossover is RELAXED_CHUNK_CONTEXT_PER_TOKEN's.)
 EXACT_CHUNK_MIN_TOKENS = 8
 EXACT_CHUNK_TOKENS_PER_CONTEXT = 1536
 # Exact decoding of single tokens is relaxed (online) FFT convolution, instead of the sum over the whole history, once
