@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hyena_hf.benchmarks.timing import median_seconds, peak_memory_bytes
+from hyena_hf.benchmarks.timing import command_line, median_seconds, peak_memory_bytes
 from hyena_hf.ops import long_conv_torch
 
 
@@ -119,12 +119,7 @@ def main() -> None:
     (out / name).write_text(
         json.dumps(
             {
-                "command": "python benchmarks/bench_long_conv.py "
-                + " ".join(
-                    f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                    for k, v in vars(args).items()
-                    if k != "out"
-                ),
+                "command": command_line("bench_long_conv.py", args),
                 "device": str(device),
                 "gpu": torch.cuda.get_device_name() if triton_ok else None,
                 "copy_bandwidth_GBps": floor_bw / 1e9,

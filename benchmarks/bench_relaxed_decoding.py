@@ -24,7 +24,7 @@ import torch
 
 import hyena_hf.decoding as decoding
 from hyena_hf.benchmarks.models import bench_hyena
-from hyena_hf.benchmarks.timing import cpu_model
+from hyena_hf.benchmarks.timing import command_line, cpu_model
 
 
 def _sync(device: torch.device) -> None:
@@ -69,12 +69,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = bench_hyena(args.hidden_size, args.layers, max(args.contexts) + args.steps + 1).to(device)
+    model = bench_hyena(args.hidden_size, args.layers, max(args.contexts) + max(args.steps, 4) + 1).to(device)
     rows = []
     for batch in args.batches:
         for context in args.contexts:
             ids = torch.randint(0, model.config.vocab_size, (batch, context), device=device)
-            decode(model, ids[:, :64], 4, relaxed=True)  # warm-up (allocator, kernels)
+            decode(model, ids[:, : min(64, context)], 4, relaxed=True)  # warm-up (allocator, kernels)
             summed_steps, tokens, summed_bytes = decode(model, ids, args.steps, relaxed=False)
             relaxed_steps, relaxed_tokens, relaxed_bytes = decode(model, ids, args.steps, relaxed=True)
             if not torch.equal(tokens, relaxed_tokens):
@@ -112,12 +112,7 @@ def main() -> None:
         elements = None if first is None else batch * args.hidden_size * first
         print(f"B={batch}: relaxed faster from context {first} of {args.contexts} (B d T = {elements})")
     result = {
-        "command": "python benchmarks/bench_relaxed_decoding.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()
-            if k != "out"
-        ),
+        "command": command_line("bench_relaxed_decoding.py", args),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": cpu_model(),
         "threads": args.threads,

@@ -1,5 +1,6 @@
 """Shared timing helper of the benchmark scripts."""
 
+import argparse
 import statistics
 import time
 
@@ -66,3 +67,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def command_line(script: str, args: argparse.Namespace, leave_out: tuple[str, ...] = ("out",)) -> str:
+    """The command that reproduces a run: ``python benchmarks/SCRIPT --option value ...`` with every parsed option
+    (lists space-separated) except ``leave_out``."""
+    options = (
+        f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        for name, value in vars(args).items()
+        if name not in leave_out
+    )
+    return f"python benchmarks/{script} " + " ".join(options)
