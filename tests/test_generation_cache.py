@@ -592,6 +592,23 @@ def test_relaxed_exact_decoding_equals_the_full_forward(
     assert (stepped - full[:, 5:])[real].abs().max() <= 1e-9 * full.abs().max()
 
 
+def test_relaxed_steps_take_over_where_the_history_reaches_the_threshold(relaxed_everywhere, device, monkeypatch):
+    """Decoding sums over the history until it holds EXACT_RELAXED_MIN_HISTORY elements (B d T), then opens a window
+    and continues by relaxed steps: the full forward's logits throughout (float64)."""
+    monkeypatch.setattr(relaxed_everywhere, "EXACT_RELAXED_MIN_HISTORY_ELSEWHERE", 2 * 32 * 17)  # B=2, d=32, T=17
+    model = tiny_model().to(device).to(torch.float64)
+    ids = _ids(2, 40, seed=9)
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = model(ids[:, :6], use_cache=True).past_key_values
+        logits, opened = [], []
+        for t in range(6, 40):
+            logits.append(model(ids[:, t : t + 1], past_key_values=cache).logits)
+            opened.append(cache.layers[0].window_start)
+    assert opened[:11] == [None] * 11 and opened[11] == 17  # the step at context 17 opened the first window
+    assert (torch.cat(logits, dim=1) - full[:, 6:]).abs().max() <= 1e-9 * full.abs().max()
+
+
 def test_relaxed_decoding_in_generate_with_beams_and_sampling(relaxed_everywhere, device, monkeypatch):
     """generate with relaxed windows (reordered with the beams, repeated for sampled sequences) gives the tokens the
     sum over the whole history gives, for a left-padded batch. (Weights at initializer_range 0.3: the beams part
