@@ -109,6 +109,13 @@ def causal_conv_torch(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 TAIL_DIRECT_MAX_PRODUCTS = 1024
 
 
+@functools.lru_cache(maxsize=64)
+def _tail_lags(seqlen: int, count: int, device: torch.device) -> torch.Tensor:
+    """``lags[t, s] = seqlen + t - s`` ``(count, seqlen)``: the filter taps of a direct convolution tail (kept: the
+    same few block sizes recur every few decoding steps)."""
+    return seqlen + torch.arange(count, device=device)[:, None] - torch.arange(seqlen, device=device)
+
+
 def convolution_tail(u: torch.Tensor, h: torch.Tensor, count: int) -> torch.Tensor:
     """What the inputs ``u (B, C, T)`` contribute to the ``count`` outputs after them of the causal convolution with
     ``h (C, >= T + count)``: ``y[t] = sum_s u[s] h[T + t - s]`` for t < count -> ``(B, C, count)``. By FFT, a
@@ -116,8 +123,7 @@ def convolution_tail(u: torch.Tensor, h: torch.Tensor, count: int) -> torch.Tens
     seqlen = u.shape[-1]
     h = h[..., : seqlen + count].to(u.dtype)
     if seqlen * count <= TAIL_DIRECT_MAX_PRODUCTS:
-        lags = seqlen + torch.arange(count, device=u.device)[:, None] - torch.arange(seqlen, device=u.device)
-        return torch.einsum("bcs,cts->bct", u, h[:, lags])
+        return torch.einsum("bcs,cts->bct", u, h[:, _tail_lags(seqlen, count, u.device)])
     n = _fast_fft_size(seqlen + count)
     out = u.new_empty(*u.shape[:-1], count)
     for block in _channel_blocks(u.shape[0], u.shape[1], n, u.dtype, u.device):  # see FFT_BLOCK_BYTES
