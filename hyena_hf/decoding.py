@@ -119,22 +119,9 @@ def hyena_step(
         if u_all.shape[-1] >= MODAL_CHUNK_MIN_TOKENS:
             return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip).to(hidden_states.dtype))
     else:
-        context, n = state.lengths[0], u_all.shape[-1]
-        h_rev, skip = _exact_filters(mixer, state, context + n)
-        relaxed_from = EXACT_RELAXED_MIN_HISTORY.get(u_all.device.type, EXACT_RELAXED_MIN_HISTORY_ELSEWHERE)
-        # not under torch.compile: the relaxed blocks change shape every step, a graph each
-        relaxed = not torch.compiler.is_compiling() and (
-            u_all.shape[0] * config.hidden_size * context >= relaxed_from or state.window_start is not None
-        )
-        chunk_from = EXACT_CHUNK_MIN_TOKENS + context // EXACT_CHUNK_TOKENS_PER_CONTEXT
-        if relaxed:
-            chunk_from = max(chunk_from, context // RELAXED_CHUNK_CONTEXT_PER_TOKEN)
-        if n >= chunk_from or not relaxed:
-            state.close_window()
-        if n >= chunk_from:
+        h_rev, skip, by_chunk = _exact_plan(mixer, state, u_all)
+        if by_chunk:
             return mixer.out_proj(_chunk(mixer, u_all, state, padding_mask, skip, h_rev).to(hidden_states.dtype))
-        if relaxed:
-            h_rev, skip = _relaxed_window(mixer, state, n)
     outputs = []
     for t in range(u_all.shape[-1]):
         u_t = u_all[..., t : t + 1]
@@ -158,6 +145,26 @@ def hyena_step(
                 v = v + skip[o].to(dtype) * u
         outputs.append((v * xs[0].to(dtype)).to(hidden_states.dtype))
     return mixer.out_proj(torch.stack(outputs, dim=1))
+
+
+def _exact_plan(mixer, state: HyenaConvState, u_all: torch.Tensor) -> tuple:
+    """How exact decoding serves the new tokens ``u_all (B, C, n)``: returns the step parameters (filters covering
+    them) and whether the chunk path does (else token steps: relaxed, in a window opened here if needed, where the
+    history holds EXACT_RELAXED_MIN_HISTORY elements or a window is open; else sums over the history)."""
+    context, n = state.lengths[0], u_all.shape[-1]
+    h_rev, skip = _exact_filters(mixer, state, context + n)
+    relaxed_from = EXACT_RELAXED_MIN_HISTORY.get(u_all.device.type, EXACT_RELAXED_MIN_HISTORY_ELSEWHERE)
+    # not under torch.compile: the relaxed blocks change shape every step, a graph each
+    relaxed = not torch.compiler.is_compiling() and (
+        u_all.shape[0] * mixer.config.hidden_size * context >= relaxed_from or state.window_start is not None
+    )
+    chunk_from = EXACT_CHUNK_MIN_TOKENS + context // EXACT_CHUNK_TOKENS_PER_CONTEXT
+    if relaxed:
+        chunk_from = max(chunk_from, context // RELAXED_CHUNK_CONTEXT_PER_TOKEN)
+    if n >= chunk_from or not relaxed:
+        state.close_window()
+        return h_rev, skip, n >= chunk_from
+    return *_relaxed_window(mixer, state, n), False
 
 
 def _exact_filters(mixer, state: HyenaConvState, taps: int) -> tuple:
