@@ -99,15 +99,20 @@ class _HyenaStateLayer(LinearAttentionLayer, CacheLayerMixin):
         self.seen_tokens = 0
         self.incomplete = False
 
+    def _row_tensors(self) -> list[torch.Tensor]:
+        """Every stored tensor with a batch dimension first (subclasses add theirs)."""
+        return [tensor for *_, tensor in self._state_tensors()]
+
     @property
     def batch_size(self) -> int:
-        """B of the states, -1 before the prefill."""
-        first = next(self._state_tensors(), None)
-        return -1 if first is None else first[2].shape[0]
+        """B of the states, -1 before the prefill. (Subclasses extend ``_row_tensors``, not this property: Dynamo
+        cannot resolve a property read through ``super()``, a graph break in every decoding step.)"""
+        rows = self._row_tensors()
+        return rows[0].shape[0] if rows else -1
 
     def memory_bytes(self) -> int:
         """Bytes held by the states."""
-        return sum(t.numel() * t.element_size() for _, _, t in self._state_tensors())
+        return sum(t.numel() * t.element_size() for t in self._row_tensors())
 
 
 class HyenaConvState(_HyenaStateLayer):
@@ -181,15 +186,8 @@ class HyenaConvState(_HyenaStateLayer):
         self.history, self.lengths = [None] * len(self.history), [0] * len(self.history)
         self.close_window()
 
-    def memory_bytes(self) -> int:
-        rows = [t for t in self.history + self.pending if t is not None]
-        return super().memory_bytes() + sum(t.numel() * t.element_size() for t in rows)
-
-    @property
-    def batch_size(self) -> int:
-        # Not via super().batch_size: Dynamo cannot resolve a property through super() (a graph break in decoding).
-        stored = [t for *_, t in self._state_tensors()] + [h for h in self.history if h is not None]
-        return stored[0].shape[0] if stored else -1
+    def _row_tensors(self) -> list[torch.Tensor]:
+        return super()._row_tensors() + [t for t in self.history + self.pending if t is not None]
 
 
 class H3State(_HyenaStateLayer):
