@@ -10,6 +10,11 @@ the non-GEMM operators far more than the GEMMs (256K tokens, 2 layers: 6.0 s unp
 only the second ratio stays a measure of the model. A third figure, (replayed floor + time inside torch.fft) / floor,
 is what the forward would take if every non-GEMM pass but the FFTs were free.
 
+Repeated forwards at one length read the filter spectra kept from the previous ones (:mod:`hyena_hf.filter_spectra`);
+``first_forward_seconds`` is the time of a forward computing every filter, as the first one at a new length does, and
+``kept_spectra_bytes`` the memory the kept spectra hold between forwards (not part of ``peak_bytes``, the forward's
+own allocations).
+
     python benchmarks/bench_floor.py --lengths 1024 2048 8192 16384 32768
     python benchmarks/bench_floor.py --lengths 262144 1048576 --layers 2 --vocab 12 --no-gpt2 --repeats 1
 """
@@ -27,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from hyena_hf import filter_spectra
 from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.timing import cpu_model, median_seconds, peak_memory_bytes
 
@@ -129,11 +135,19 @@ def measure(model, length: int, vocab: int, repeats: int) -> dict:
         with torch.no_grad():
             model(ids, logits_to_keep=1, use_cache=False)
 
+    budget, filter_spectra.MAX_BYTES = filter_spectra.MAX_BYTES, 0  # every forward computes its filters
+    try:
+        first_forward = median_seconds(forward, repeats)
+    finally:
+        filter_spectra.MAX_BYTES = budget
     seconds = median_seconds(forward, repeats)
     share, replayed_floor = gemm_share(forward, repeats)
     ffts = fft_seconds(forward)
     return {
         "seconds": seconds,
+        "first_forward_seconds": first_forward,
+        "first_forward_over_replayed_floor": first_forward / replayed_floor,
+        "kept_spectra_bytes": filter_spectra.kept_bytes(model),
         "gemm_share": share,
         "time_over_gemm_floor": 1 / share,
         "replayed_gemm_floor_seconds": replayed_floor,
@@ -171,7 +185,10 @@ def main() -> None:
             f"{row['hyena']['gemm_share']:.1%}, {row['hyena']['time_over_gemm_floor']:.2f}x floor "
             f"(wall/replayed {row['hyena']['wall_over_replayed_floor']:.2f}x, FFTs alone "
             f"{row['hyena']['floor_plus_ffts_over_floor']:.2f}x), peak "
-            f"{row['hyena']['peak_bytes'] / 2**20:.0f} MiB"
+            f"{row['hyena']['peak_bytes'] / 2**20:.0f} MiB + kept spectra "
+            f"{row['hyena']['kept_spectra_bytes'] / 2**20:.0f} MiB; first forward at the length "
+            f"{row['hyena']['first_forward_seconds'] * 1e3:.1f} ms "
+            f"({row['hyena']['first_forward_over_replayed_floor']:.2f}x replayed floor)"
         )
         if gpt2 is not None:
             line += (

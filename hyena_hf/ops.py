@@ -215,16 +215,29 @@ def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype, workspace: di
     return padded
 
 
-def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None, workspace: dict | None = None):
+def filter_spectra_shape(channels: int, seqlen: int, dtype: torch.dtype) -> tuple[tuple[int, int], torch.dtype]:
+    """Shape and dtype of the spectra :func:`long_conv_torch` reads or writes for ``channels`` filters of ``seqlen``
+    taps (the zero-padded filters with the skip on tap 0, at the call's FFT size) and inputs of ``dtype``."""
+    n = conv_fft_size(seqlen, seqlen)
+    return (channels, n // 2 + 1), compute_dtype(dtype).to_complex()
+
+
+def _blocked_forward(
+    v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None, workspace: dict | None = None, spectra=None
+):
     """The forward of :func:`long_conv` without autograd, a block of channels at a time: the gated input and the
     filter go straight into zero-padded FFT buffers reused from block to block (and from call to call through
     ``workspace``, see :func:`zero_padded`), the skip folded into the filter's tap 0, spectral product in place,
-    post-gate writes the result (into ``out`` when given, a (B, C, L) tensor of the compute dtype)."""
+    post-gate writes the result (into ``out`` when given, a (B, C, L) tensor of the compute dtype). ``spectra``
+    (see :func:`long_conv_torch`): the filter's spectrum, read in place of h and D when h is None, else written."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
-    if h.shape[-1] == 0:  # one zero tap: tap 0 is written on every call (it carries the skip)
-        h = h.new_zeros(h.shape[0], 1)
-    taps = min(h.shape[-1], seqlen)
+    if h is None:
+        taps = seqlen
+    else:
+        if h.shape[-1] == 0:  # one zero tap: tap 0 is written on every call (it carries the skip)
+            h = h.new_zeros(h.shape[0], 1)
+        taps = min(h.shape[-1], seqlen)
     n = conv_fft_size(seqlen, taps)
     workspace = {} if workspace is None else workspace
     y = torch.empty(v.shape, dtype=dtype, device=v.device) if out is None else out
@@ -232,11 +245,14 @@ def _blocked_forward(v, h, D, pre_gate, post_gate, out: torch.Tensor | None = No
         pre, post = _block_of(pre_gate, block), _block_of(post_gate, block)
         padded = _padded_input(v[:, block], pre, seqlen, n, dtype, workspace)
         spectrum = torch.fft.rfft(padded)
-        padded_h = zero_padded(workspace, "fft_filter", (padded.shape[1],), n, taps, dtype, v.device)
-        padded_h[:, :taps].copy_(h[block, :taps])
-        if D is not None:  # the skip D u is the convolution with D at tap 0: no pass of its own over the output
-            padded_h[:, 0].add_(D[block].to(dtype))
-        spectrum.mul_(torch.fft.rfft(padded_h))
+        if h is None:
+            spectrum.mul_(spectra[block])
+        else:
+            padded_h = zero_padded(workspace, "fft_filter", (padded.shape[1],), n, taps, dtype, v.device)
+            padded_h[:, :taps].copy_(h[block, :taps])
+            if D is not None:  # the skip D u is the convolution with D at tap 0: no pass of its own over the output
+                padded_h[:, 0].add_(D[block].to(dtype))
+            spectrum.mul_(torch.fft.rfft(padded_h, out=None if spectra is None else spectra[block]))
         conv = torch.fft.irfft(spectrum, n=n)[..., :seqlen]
         if post is not None:
             torch.mul(conv, post, out=y[:, block])
@@ -341,17 +357,30 @@ def fft_buffers_reused(workspaces: dict):
 
 
 def long_conv_torch(
-    v, h, D=None, pre_gate=None, post_gate=None, out: torch.Tensor | None = None, workspace: dict | None = None
+    v,
+    h,
+    D=None,
+    pre_gate=None,
+    post_gate=None,
+    out: torch.Tensor | None = None,
+    workspace: dict | None = None,
+    spectra: torch.Tensor | None = None,
 ):
     """The pure-PyTorch path (CPU, or GPU without Triton). Long inputs run a block of channels at a time, in fewer
     memory passes than :func:`long_conv_reference` (see :func:`_blocked_forward`), with an explicit backward under
     autograd; short inputs (where the direct convolution may win) take the reference. ``out`` (without autograd
     only): a tensor of v's shape and dtype to write the result into; ``workspace``: a dict keeping the FFT buffers
-    for the next call (a caller's loop over channel blocks)."""
+    for the next call (a caller's loop over channel blocks).
+
+    ``spectra`` (without autograd, inputs longer than ``DIRECT_CONV_MAX_LEN``, a filter of the input's length): the
+    spectrum of the zero-padded filter with D on tap 0, shape and dtype by :func:`filter_spectra_shape`. With ``h``
+    None it is read in place of ``h`` and ``D`` (a caller keeping spectra between calls), else written."""
     if out is not None and (
         out.shape != v.shape or out.dtype != v.dtype or needs_autograd(v, h, D, pre_gate, post_gate)
     ):
         raise ValueError("long_conv_torch: out= needs a tensor of v's shape and dtype, and no autograd")
+    if spectra is not None:
+        return _long_conv_with_spectra(v, h, D, pre_gate, post_gate, out, workspace, spectra)
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         y = long_conv_reference(v, h, D, pre_gate, post_gate)
         return y if out is None else out.copy_(y)
@@ -366,6 +395,18 @@ def long_conv_torch(
     if workspace is None and not torch.compiler.is_compiling():
         workspace = _reused_workspace(v.shape[-1], h.shape[-1])
     return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace)
+
+
+def _long_conv_with_spectra(v, h, D, pre_gate, post_gate, out, workspace, spectra: torch.Tensor):
+    """:func:`long_conv_torch` reading (``h`` None) or writing the filter's ``spectra``; checks the call suits them."""
+    shape, dtype = filter_spectra_shape(v.shape[1], v.shape[-1], v.dtype)
+    if needs_autograd(v, h, D, pre_gate, post_gate) or exporting() or v.shape[-1] <= DIRECT_CONV_MAX_LEN:
+        raise ValueError("long_conv_torch: spectra= serves inference of inputs longer than DIRECT_CONV_MAX_LEN")
+    if spectra.shape != shape or spectra.dtype != dtype or (h is not None and h.shape[-1] < v.shape[-1]):
+        raise ValueError(f"long_conv_torch: spectra= needs {shape} {dtype} for a filter as long as the input")
+    if out is not None and out.dtype != compute_dtype(v.dtype):
+        return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate, spectra=spectra))
+    return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace, spectra)
 
 
 def _reused_workspace(seqlen: int, taps: int) -> dict | None:

@@ -22,7 +22,8 @@ import math
 import torch
 from torch import nn
 
-from .ops import exporting, long_conv_torch, needs_autograd, resolve_impl
+from . import filter_spectra
+from .ops import DIRECT_CONV_MAX_LEN, exporting, filter_spectra_shape, long_conv_torch, needs_autograd, resolve_impl
 from .precision import linear_in_dtype
 
 
@@ -302,7 +303,12 @@ def hyena_mixer_in_channel_blocks(
     conv_w = mixer.short_filter.weight.view(groups, d, -1)
     conv_b = None if mixer.short_filter.bias is None else mixer.short_filter.bias.view(groups, d)
     skip = mixer.filter.D.view(d, steps) if mixer.config.filter_use_bias else None
-    features = mixer.filter.features(seqlen)
+    # The filters' spectra, kept from the last forward at this length where they are (see hyena_hf.filter_spectra).
+    kept = None
+    if seqlen > DIRECT_CONV_MAX_LEN:
+        shape, complex_dtype = filter_spectra_shape(d, seqlen, hidden_states.dtype)
+        kept = filter_spectra.plan(mixer.filter, seqlen, (steps, *shape), complex_dtype)
+    features = None if kept is not None and kept.ready else mixer.filter.features(seqlen)
     out = hidden_states.new_empty(bsz, d, seqlen) if out is None else out
     # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
     # is one channel and the hidden state is re-read d times. At least d / MAX_PROJECTION_PASSES channels.
@@ -332,9 +338,10 @@ def hyena_mixer_in_channel_blocks(
             project_channels_first(proj_w[:, c0:c1].reshape(rows, -1), block_proj_b, hidden_states, out=u)
             shifted_depthwise_conv(u.mul_(padding_mask), block_conv_w, block_conv_b, uc)
         xs = uc.view(bsz, groups, c1 - c0, seqlen).unbind(1)
-        filter_rows = slice(c0 * steps, c1 * steps)
-        into = None if filters is None else filters[: (c1 - c0) * steps]
-        h = mixer.filter.filters_for(features, filter_rows, into).view(c1 - c0, steps, seqlen)
+        h = None
+        if features is not None:
+            into = None if filters is None else filters[: (c1 - c0) * steps]
+            h = mixer.filter.filters_for(features, slice(c0 * steps, c1 * steps), into).view(c1 - c0, steps, seqlen)
         v = xs[-1]
         for o in range(steps):  # gates x_{order-1} .. x_1, then x_0 after the last convolution
             pre_gate = xs[order - 1 - o] if padding_mask is None else xs[order - 1 - o] * padding_mask
@@ -343,13 +350,16 @@ def hyena_mixer_in_channel_blocks(
                 v, pre_gate = torch.mul(v, pre_gate, out=conv_inputs[o, :, c0:c1]), None
             v = long_conv_torch(
                 v,
-                h[:, o],
-                None if skip is None else skip[c0:c1, o],
+                None if h is None else h[:, o],
+                None if skip is None or h is None else skip[c0:c1, o],
                 pre_gate,
                 xs[0] if last else None,
                 out=out[:, c0:c1] if last else None,
                 workspace=workspace,
+                spectra=None if kept is None else kept.spectra[o, c0:c1],
             )
+    if kept is not None:
+        filter_spectra.keep(mixer.filter, kept)
     if record_prefill is not None:
         window = mixer.config.short_filter_order - 1
         last_inputs = None
