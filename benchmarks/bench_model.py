@@ -7,7 +7,9 @@ it (benchmarks/plain_hyena.py: transposes around the projections, padded depthwi
 rfft / multiply / irfft / slice / skip as separate ops); its logits are checked against the model's first. Reports
 forward (and forward+backward with --backward) time, timed in turn (hyena, plain, gpt2, hyena, ...) so that drifts of
 a shared machine hit all alike, peak memory (CUDA counter on GPU, sampled resident set on CPU) and the ratios. Writes
-JSON under benchmarks/results/.
+JSON under benchmarks/results/. Repeated CPU forwards at one length read the filter spectra the previous ones kept
+(:mod:`hyena_hf.filter_spectra`); "hyena_first_forward" times forwards that compute every filter, as the first
+forward at a new length does.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from hyena_hf import filter_spectra
 from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
 from hyena_hf.benchmarks.plain_hyena import check_supported, plain_forward
-from hyena_hf.benchmarks.timing import interleaved_median_seconds, peak_memory_bytes
+from hyena_hf.benchmarks.timing import cpu_model, interleaved_median_seconds, peak_memory_bytes
 
 
 def main() -> None:
@@ -68,7 +71,16 @@ def main() -> None:
 
             return fn
 
+        def first_forward_at_the_length():  # reads and keeps no filter spectra
+            budget, filter_spectra.MAX_BYTES = filter_spectra.MAX_BYTES, 0
+            try:
+                run(hyena)()
+            finally:
+                filter_spectra.MAX_BYTES = budget
+
         contenders = {"hyena_s": run(hyena), "plain_hyena_s": run(hyena, plain=True)}
+        if not args.backward and device.type == "cpu":
+            contenders["hyena_first_forward_s"] = first_forward_at_the_length
         if L <= args.gpt2_max_length:
             contenders["gpt2_sdpa_s"] = run(gpt2)
         row.update(interleaved_median_seconds(contenders, args.repeats))
@@ -80,6 +92,13 @@ def main() -> None:
             f"{row['plain_hyena_s'] * 1e3:9.1f} ms {row['plain_hyena_peak_mib']:7.0f} MiB "
             f"({row['hyena_vs_plain']:.2f}x)"
         )
+        if "hyena_first_forward_s" in row:
+            row["hyena_kept_spectra_mib"] = filter_spectra.kept_bytes(hyena) / 2**20
+            row["hyena_first_forward_vs_plain"] = row["plain_hyena_s"] / row["hyena_first_forward_s"]
+            line += (
+                f" | hyena first forward {row['hyena_first_forward_s'] * 1e3:9.1f} ms "
+                f"({row['hyena_first_forward_vs_plain']:.2f}x), kept spectra {row['hyena_kept_spectra_mib']:.0f} MiB"
+            )
         if "gpt2_sdpa_s" in row:
             row["hyena_vs_gpt2"] = row["gpt2_sdpa_s"] / row["hyena_s"]
             line += (
@@ -98,6 +117,8 @@ def main() -> None:
                 f"--hidden-size {args.hidden_size} --layers {args.layers} --threads {args.threads} "
                 f"--repeats {args.repeats}" + (" --backward" if args.backward else ""),
                 "device": str(device),
+                "cpu": cpu_model(),
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                 "plain_max_abs_logits_diff": plain_diff,
                 "rows": rows,
             },
