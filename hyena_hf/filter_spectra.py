@@ -42,7 +42,7 @@ class _Entry:
 
 @dataclass
 class SpectraPlan:
-    """The spectra of one forward: ``ready`` ones to read, or fresh ones to fill and :func:`keep`."""
+    """The spectra of one forward: ``ready`` ones to read, or fresh ones to fill and :func:`keep_spectra`."""
 
     spectra: torch.Tensor
     ready: bool
@@ -71,9 +71,9 @@ def kept_bytes(model: nn.Module | None = None) -> int:
     return sum(_kept[module].nbytes() for module in model.modules() if module in _kept)
 
 
-def plan(filter_module: nn.Module, seqlen: int, shape: tuple, dtype: torch.dtype) -> SpectraPlan | None:
+def spectra_plan(filter_module: nn.Module, seqlen: int, shape: tuple, dtype: torch.dtype) -> SpectraPlan | None:
     """Spectra ``shape`` (e.g. ``(order - 1, d, fft_points // 2 + 1)``) of complex ``dtype`` for the filters of
-    ``filter_module`` at ``seqlen``: kept ones (``ready``), fresh ones to fill and :func:`keep` when this length
+    ``filter_module`` at ``seqlen``: kept ones (``ready``), fresh ones to fill and :func:`keep_spectra` when this length
     comes for the second time in a row, or None (first time, budget spent, or under torch.compile)."""
     spectra_bytes = torch.Size(shape).numel() * dtype.itemsize
     if spectra_bytes > MAX_BYTES or torch.compiler.is_compiling():
@@ -92,7 +92,7 @@ def plan(filter_module: nn.Module, seqlen: int, shape: tuple, dtype: torch.dtype
     return SpectraPlan(torch.empty(shape, dtype=dtype, device=inputs[0].device), False, entry)
 
 
-def keep(filter_module: nn.Module, filled: SpectraPlan) -> None:
+def keep_spectra(filter_module: nn.Module, filled: SpectraPlan) -> None:
     """Keep the spectra of a plan that were filled by the forward that asked for it."""
     if not filled.ready and _kept.get(filter_module) is filled._entry:
         filled._entry.spectra = filled.spectra

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from . import filter_spectra
+from .filter_spectra import keep_spectra, spectra_plan
 from .ops import DIRECT_CONV_MAX_LEN, exporting, filter_spectra_shape, long_conv_torch, needs_autograd, resolve_impl
 from .precision import linear_in_dtype
 
@@ -307,7 +307,7 @@ def hyena_mixer_in_channel_blocks(
     kept = None
     if seqlen > DIRECT_CONV_MAX_LEN:
         shape, complex_dtype = filter_spectra_shape(d, seqlen, hidden_states.dtype)
-        kept = filter_spectra.plan(mixer.filter, seqlen, (steps, *shape), complex_dtype)
+        kept = spectra_plan(mixer.filter, seqlen, (steps, *shape), complex_dtype)
     features = None if kept is not None and kept.ready else mixer.filter.features(seqlen)
     out = hidden_states.new_empty(bsz, d, seqlen) if out is None else out
     # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
@@ -359,7 +359,7 @@ def hyena_mixer_in_channel_blocks(
                 spectra=None if kept is None else kept.spectra[o, c0:c1],
             )
     if kept is not None:
-        filter_spectra.keep(mixer.filter, kept)
+        keep_spectra(mixer.filter, kept)
     if record_prefill is not None:
         window = mixer.config.short_filter_order - 1
         last_inputs = None

@@ -30,6 +30,7 @@ MODEL_MODULES = (
     "generation_hooks.py",
     "ops.py",
     "ops_cpu.py",
+    "filter_spectra.py",
     "cpu_backbone.py",
     "precision.py",
     "pretrained_io.py",
