@@ -10,7 +10,7 @@ Kept spectra are only read while everything the filters are computed from is bit
 and buffer of the filter module (the positional ones up to the length) is compared with a copy taken when the length
 was first seen, so an optimizer step, ``load_state_dict``, ``.data`` edits or a new dtype or device all recompute
 them. Spectra take 8 bytes per channel and FFT point (twice the length) in float32: memory on top of the model, up to
-``MAX_BYTES`` in the whole process (0 keeps none); an entry goes with its module.
+``MAX_BYTES`` in the whole process (0 keeps none); an entry goes with its module, or with :func:`release`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ def kept_bytes(model: nn.Module | None = None) -> int:
     if model is None:
         return sum(entry.nbytes() for entry in list(_kept.values()))
     return sum(_kept[module].nbytes() for module in model.modules() if module in _kept)
+
+
+def release(model: nn.Module | None = None) -> None:
+    """Drop the kept spectra (and the copies they are checked against) of ``model``'s filters, or of every model
+    (None); later forwards keep them again from the second at a length (``MAX_BYTES = 0`` keeps none)."""
+    for module in list(_kept.keys()) if model is None else list(model.modules()):
+        _kept.pop(module, None)
 
 
 def spectra_plan(filter_module: nn.Module, seqlen: int, shape: tuple, dtype: torch.dtype) -> SpectraPlan | None:

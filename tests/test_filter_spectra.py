@@ -130,6 +130,8 @@ def test_kept_spectra_stay_within_the_budget_and_go_with_the_model(monkeypatch):
     assert kept == [True, False, False]
     assert filter_spectra.kept_bytes() <= filter_spectra.MAX_BYTES
 
+    filter_spectra.release(model2)
+    assert filter_spectra.kept_bytes(model2) == 0 and filter_spectra.kept_bytes(model) > 0
     held = sum(filter_spectra._kept[f].nbytes() for f in filters)
     before, first = filter_spectra.kept_bytes(), weakref.ref(filters[0])
     del model, filters
