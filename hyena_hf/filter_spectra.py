@@ -1,10 +1,11 @@
 """Filter spectra kept from one CPU inference forward to the next at the same length.
 
 A Hyena mixer's long convolutions multiply each input's spectrum by its filter's, and the filters depend only on the
-weights and the length: a forward recomputes them (the implicit filter's MLP, its decay, one real FFT per filter) for
-12-15 % of its time on CPU (2K-32K tokens, width 256). When a filter meets the same length a second time in a row, the
-CPU engine (:func:`hyena_hf.ops_cpu.hyena_mixer_in_channel_blocks`) keeps the spectra it computes and later forwards
-at that length read them.
+weights and the length: recomputing them (the implicit filter's MLP, its decay, one real FFT per filter) took 7-18 %
+of a CPU forward (2K-32K tokens, width 256, 4 layers; benchmarks/bench_floor.py and bench_model.py time both).
+When a filter meets the same length a second time in a row, the CPU engine
+(:func:`hyena_hf.ops_cpu.hyena_mixer_in_channel_blocks`) keeps the spectra it computes and later forwards at that
+length read them.
 
 Kept spectra are only read while everything the filters are computed from is bit for bit what it was: every parameter
 and buffer of the filter module (the positional ones up to the length) is compared with a copy taken when the length
