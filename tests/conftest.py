@@ -70,6 +70,14 @@ def tiny_model(seed: int = 0, **overrides) -> HyenaForCausalLM:
     return HyenaForCausalLM(tiny_config(**overrides)).eval()
 
 
+def left_padded_batch(length: int, pad: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows of ``length`` random ids (1..49) and their attention mask, the second row left-padded by ``pad``."""
+    ids = torch.randint(1, 50, (2, length), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    mask[1, :pad] = 0
+    return ids, mask
+
+
 # The three mixer families, and a hybrid with rotary attention: most behavioural tests run on each.
 VARIANTS = {
     "hyena2": {},

@@ -13,7 +13,7 @@ import hyena_hf.filter_spectra as filter_spectra
 import hyena_hf.ops as ops
 from hyena_hf.modeling_hyena import HyenaImplicitFilter, ModalFilter
 
-from conftest import VARIANTS, tiny_model
+from conftest import VARIANTS, left_padded_batch, tiny_model
 from test_long_conv import naive
 
 HYENA_VARIANTS = sorted(name for name, overrides in VARIANTS.items() if overrides.get("filter_type") != "h3")
@@ -50,9 +50,7 @@ def test_forwards_reading_kept_spectra_equal_computing_them(variant, small_block
     computes the filters, the 2nd computes and keeps their spectra, the later ones compute no filter and give the
     same logits bit for bit."""
     model = random_biases(tiny_model(**VARIANTS[variant]))
-    ids = torch.randint(1, 50, (2, 45), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[1, :7] = 0
+    ids, mask = left_padded_batch(45, 7, seed=1)
     for dtype in (torch.float32, torch.float64):
         model = model.to(dtype)
         for attention_mask in (None, mask):

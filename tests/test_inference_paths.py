@@ -9,7 +9,7 @@ from torch import nn
 import hyena_hf.ops as ops
 import hyena_hf.ops_cpu as ops_cpu
 
-from conftest import VARIANTS, tiny_model
+from conftest import VARIANTS, left_padded_batch, tiny_model
 from test_long_conv import naive
 
 
@@ -195,9 +195,7 @@ def test_inference_paths_equal_the_autograd_path(variant, small_blocks, monkeypa
     with and without left padding, in float32 and float64, all biases non-zero."""
     model = random_biases(tiny_model(**VARIANTS[variant]))
     calls = _count_blocked_calls(monkeypatch)
-    ids = torch.randint(1, 50, (2, 37), generator=torch.Generator().manual_seed(3))
-    mask = torch.ones_like(ids)
-    mask[1, :9] = 0
+    ids, mask = left_padded_batch(37, 9, seed=3)
     for dtype in (torch.float32, torch.float64):
         model = model.to(dtype)
         for attention_mask in (None, mask):
@@ -398,9 +396,7 @@ def test_backbone_engine_equals_the_module_path(variant, small_blocks, monkeypat
     cpu_backbone, calls = _count_backbone_engine_calls(monkeypatch)
     monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
     model = random_biases(tiny_model(**VARIANTS[variant]))
-    ids = torch.randint(1, 50, (2, 37), generator=torch.Generator().manual_seed(8))
-    mask = torch.ones_like(ids)
-    mask[1, :9] = 0
+    ids, mask = left_padded_batch(37, 9, seed=8)
     for dtype in (torch.float32, torch.float64):
         model = model.to(dtype)
         embeds = model.get_input_embeddings()(ids)
