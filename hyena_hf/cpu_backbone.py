@@ -19,14 +19,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .decoding import prefill_recorder
+from .decoding import h3_prefill, prefill_recorder
+from .filter_spectra import SpectraPlan, filter_inputs, keep_spectra, spectra_plan
 from .model_inputs import ModelInputs
-from .ops import fft_buffers_reused
+from .ops import DIRECT_CONV_MAX_LEN, fft_buffers_reused, filter_spectra_shape, long_conv_torch, resolve_impl
 from .ops_cpu import (
     INFERENCE_CHUNK_ROWS,
     channel_blocks_apply,
     hyena_mixer_in_channel_blocks,
     inference_only,
+    linear_channels_first,
     mlp_in_row_blocks,
     reused_buffer,
     unhooked,
@@ -88,15 +90,54 @@ def _add_out_projection(linear: nn.Linear, gated: torch.Tensor, residual: torch.
     return residual if linear.bias is None else residual.add_(linear.bias)
 
 
+def _h3_kept_spectra(mixer, x: torch.Tensor) -> SpectraPlan | None:
+    """The spectra of an H3 mixer's two SSM kernels (shift, then diagonal) at ``x``'s length, kept from the last
+    forward at that length (see :mod:`hyena_hf.filter_spectra`), or None where they are not kept or not used."""
+    d, seqlen = x.shape[-1], x.shape[1]
+    if seqlen <= DIRECT_CONV_MAX_LEN or resolve_impl(mixer.config.long_conv_impl, x.device) != "torch":
+        return None
+    taps = min(mixer.config.ssm_state_size, seqlen)  # the shift SSM is an FIR filter of d_state taps
+    (shift, complex_dtype), (diagonal, _) = (filter_spectra_shape(d, seqlen, x.dtype, n) for n in (taps, seqlen))
+    inputs = filter_inputs(mixer, seqlen, recurse=False)  # the SSM parameters, not the projections
+    return spectra_plan(mixer, seqlen, [shift, diagonal], complex_dtype, inputs)
+
+
+def _h3_mixer(mixer, x: torch.Tensor, padding: torch.Tensor | None, state, buffers: dict) -> torch.Tensor:
+    """An H3 mixer's output ``(B, L, d)`` for ``x (B, L, d)``, as its module path computes it, but reading its SSM
+    kernels' kept spectra where there are some (or keeping them); else the module itself. Fills a prefill's
+    ``state`` (or None) as the module does."""
+    kept = _h3_kept_spectra(mixer, x)
+    workspaces = buffers.setdefault("long_conv_by_fft_size", {})  # H3's FFT buffers, from layer to layer
+    if kept is None:
+        with fft_buffers_reused(workspaces):
+            return mixer(x, padding, state)
+    q, k, v = (linear_channels_first(linear, x) for linear in (mixer.q_proj, mixer.k_proj, mixer.v_proj))
+    seqlen, taps = x.shape[1], mixer.config.ssm_state_size
+    computed = not kept.ready  # else read: no kernels, the skips folded into the spectra
+    shift_kernel, shift_skip = (mixer.shift_kernel(seqlen), mixer.shift_D) if computed else (None, None)
+    diagonal_kernel, skip = (mixer.ssm_kernel(seqlen), mixer.D) if computed else (None, None)
+    # 2. shift SSM on k, gated by v; 3. diagonal SSM on k*v, gated by q
+    shift_buffers, diagonal_buffers = (workspaces.setdefault(name, {}) for name in ("shift", "diagonal"))
+    kv = long_conv_torch(k, shift_kernel, shift_skip, padding, v, None, shift_buffers, kept.spectra[0], taps)
+    y = long_conv_torch(kv, diagonal_kernel, skip, padding, q, None, diagonal_buffers, kept.spectra[1])
+    if state is not None:
+        h3_prefill(mixer, k, kv, padding, state)
+    keep_spectra(mixer, kept)
+    return mixer.out_proj(y.transpose(1, 2))
+
+
 def _add_mixer(block, x: torch.Tensor, inputs: ModelInputs, buffers: dict, state, residual: torch.Tensor) -> None:
     """``residual += mixer(x)`` for ``x`` and ``residual (B, L, d)``, filling the mixer's decoding ``state`` of a
     prefill (or None): a Hyena mixer through the channel-blocked engine and an out projection accumulating into the
-    residual; H3 and attention mixers are called as modules."""
+    residual; an H3 mixer reading its kept kernel spectra where it can (:func:`_h3_mixer`); attention mixers and
+    Hyena mixers the engine does not serve are called as modules."""
     mixer = block.mixer
     if block.mixer_type == "attention":
         residual.add_(mixer(x, inputs.attention, inputs.positions, state, False)[0])
-    elif block.mixer_type == "h3" or not channel_blocks_apply(mixer, x):
-        with fft_buffers_reused(buffers.setdefault("long_conv_by_fft_size", {})):  # H3's, from layer to layer
+    elif block.mixer_type == "h3":
+        residual.add_(_h3_mixer(mixer, x, inputs.padding, state, buffers))
+    elif not channel_blocks_apply(mixer, x):
+        with fft_buffers_reused(buffers.setdefault("long_conv_by_fft_size", {})):
             residual.add_(mixer(x, inputs.padding, state))
     else:
         bsz, seqlen, d = x.shape

@@ -30,14 +30,14 @@ CONFIG_FIELDS = ("modulate", "modulation_shift", "filter_use_bias", "filter_type
 
 @dataclass
 class _Entry:
-    """What a filter's kept spectra were computed from, and the spectra once the length came twice in a row."""
+    """What a module's kept spectra were computed from, and the spectra once the length came twice in a row."""
 
     key: tuple
     inputs: list[torch.Tensor]
-    spectra: torch.Tensor | None = None
+    spectra: list[torch.Tensor] | None = None
 
     def nbytes(self) -> int:
-        tensors = self.inputs + ([] if self.spectra is None else [self.spectra])
+        tensors = self.inputs + (self.spectra or [])
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -45,7 +45,7 @@ class _Entry:
 class SpectraPlan:
     """The spectra of one forward: ``ready`` ones to read, or fresh ones to fill and :func:`keep_spectra`."""
 
-    spectra: torch.Tensor
+    spectra: list[torch.Tensor]
     ready: bool
     _entry: _Entry = field(repr=False)
 
@@ -53,8 +53,10 @@ class SpectraPlan:
 _kept: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionary()
 
 
-def _filter_inputs(filter_module: nn.Module, seqlen: int) -> list[torch.Tensor]:
-    tensors = chain(filter_module.named_parameters(), filter_module.named_buffers())
+def filter_inputs(module: nn.Module, seqlen: int, recurse: bool = True) -> list[torch.Tensor]:
+    """What ``module``'s filters at ``seqlen`` are computed from: its parameters and buffers (of its submodules too
+    with ``recurse``), the positional ones up to ``seqlen``."""
+    tensors = chain(module.named_parameters(recurse=recurse), module.named_buffers(recurse=recurse))
     return [t[:, :seqlen] if name in POSITIONAL else t for name, t in tensors]
 
 
@@ -79,28 +81,31 @@ def release(model: nn.Module | None = None) -> None:
         _kept.pop(module, None)
 
 
-def spectra_plan(filter_module: nn.Module, seqlen: int, shape: tuple, dtype: torch.dtype) -> SpectraPlan | None:
-    """Spectra ``shape`` (e.g. ``(order - 1, d, fft_points // 2 + 1)``) of complex ``dtype`` for the filters of
-    ``filter_module`` at ``seqlen``: kept ones (``ready``), fresh ones to fill and :func:`keep_spectra` when this length
-    comes for the second time in a row, or None (first time, budget spent, or under torch.compile)."""
-    spectra_bytes = torch.Size(shape).numel() * dtype.itemsize
+def spectra_plan(
+    module: nn.Module, seqlen: int, shapes: list[tuple], dtype: torch.dtype, inputs: list[torch.Tensor] | None = None
+) -> SpectraPlan | None:
+    """Spectra of ``shapes`` (e.g. ``(d, fft_points // 2 + 1)`` per convolution) and complex ``dtype`` for the
+    filters ``module`` computes at ``seqlen`` from ``inputs`` (None: :func:`filter_inputs`): kept ones (``ready``),
+    fresh ones to fill and :func:`keep_spectra` when this length comes for the second time in a row, or None (first
+    time, budget spent, or under torch.compile)."""
+    spectra_bytes = sum(torch.Size(shape).numel() for shape in shapes) * dtype.itemsize
     if spectra_bytes > MAX_BYTES or torch.compiler.is_compiling():
         return None
-    config = filter_module.config
-    key = (seqlen, tuple(shape), dtype, *(getattr(config, name, None) for name in CONFIG_FIELDS))
-    inputs = _filter_inputs(filter_module, seqlen)
-    entry = _kept.get(filter_module)
+    config = module.config
+    key = (seqlen, tuple(map(tuple, shapes)), dtype, *(getattr(config, name, None) for name in CONFIG_FIELDS))
+    inputs = filter_inputs(module, seqlen) if inputs is None else inputs
+    entry = _kept.get(module)
     if entry is None or entry.key != key or not _same(entry.inputs, inputs):
-        _kept[filter_module] = _Entry(key, [t.detach().clone() for t in inputs])
+        _kept[module] = _Entry(key, [t.detach().clone() for t in inputs])
         return None
     if entry.spectra is not None:
         return SpectraPlan(entry.spectra, True, entry)
     if kept_bytes() + spectra_bytes > MAX_BYTES:
         return None
-    return SpectraPlan(torch.empty(shape, dtype=dtype, device=inputs[0].device), False, entry)
+    return SpectraPlan([torch.empty(shape, dtype=dtype, device=inputs[0].device) for shape in shapes], False, entry)
 
 
-def keep_spectra(filter_module: nn.Module, filled: SpectraPlan) -> None:
+def keep_spectra(module: nn.Module, filled: SpectraPlan) -> None:
     """Keep the spectra of a plan that were filled by the forward that asked for it."""
-    if not filled.ready and _kept.get(filter_module) is filled._entry:
+    if not filled.ready and _kept.get(module) is filled._entry:
         filled._entry.spectra = filled.spectra

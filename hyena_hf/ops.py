@@ -215,25 +215,37 @@ def _padded_input(v, pre, seqlen: int, n: int, dtype: torch.dtype, workspace: di
     return padded
 
 
-def filter_spectra_shape(channels: int, seqlen: int, dtype: torch.dtype) -> tuple[tuple[int, int], torch.dtype]:
-    """Shape and dtype of the spectra :func:`long_conv_torch` reads or writes for ``channels`` filters of ``seqlen``
-    taps (the zero-padded filters with the skip on tap 0, at the call's FFT size) and inputs of ``dtype``."""
-    n = conv_fft_size(seqlen, seqlen)
+def filter_spectra_shape(
+    channels: int, seqlen: int, dtype: torch.dtype, taps: int | None = None
+) -> tuple[tuple[int, int], torch.dtype]:
+    """Shape and dtype of the spectra :func:`long_conv_torch` reads or writes for ``channels`` filters of ``taps``
+    taps (None: ``seqlen``; the zero-padded filters with the skip on tap 0, at the call's FFT size), inputs of
+    ``seqlen`` positions and ``dtype``."""
+    n = conv_fft_size(seqlen, seqlen if taps is None else min(taps, seqlen))
     return (channels, n // 2 + 1), compute_dtype(dtype).to_complex()
 
 
 def _blocked_forward(
-    v, h, D, pre_gate, post_gate, out: torch.Tensor | None = None, workspace: dict | None = None, spectra=None
+    v,
+    h,
+    D,
+    pre_gate,
+    post_gate,
+    out: torch.Tensor | None = None,
+    workspace: dict | None = None,
+    spectra=None,
+    taps=None,
 ):
     """The forward of :func:`long_conv` without autograd, a block of channels at a time: the gated input and the
     filter go straight into zero-padded FFT buffers reused from block to block (and from call to call through
     ``workspace``, see :func:`zero_padded`), the skip folded into the filter's tap 0, spectral product in place,
     post-gate writes the result (into ``out`` when given, a (B, C, L) tensor of the compute dtype). ``spectra``
-    (see :func:`long_conv_torch`): the filter's spectrum, read in place of h and D when h is None, else written."""
+    (see :func:`long_conv_torch`): the filter's spectrum, read in place of h and D (a filter of ``taps`` taps, None:
+    as many as the input) when h is None, else written."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
     if h is None:
-        taps = seqlen
+        taps = seqlen if taps is None else min(taps, seqlen)
     else:
         if h.shape[-1] == 0:  # one zero tap: tap 0 is written on every call (it carries the skip)
             h = h.new_zeros(h.shape[0], 1)
@@ -365,6 +377,7 @@ def long_conv_torch(
     out: torch.Tensor | None = None,
     workspace: dict | None = None,
     spectra: torch.Tensor | None = None,
+    taps: int | None = None,
 ):
     """The pure-PyTorch path (CPU, or GPU without Triton). Long inputs run a block of channels at a time, in fewer
     memory passes than :func:`long_conv_reference` (see :func:`_blocked_forward`), with an explicit backward under
@@ -372,15 +385,16 @@ def long_conv_torch(
     only): a tensor of v's shape and dtype to write the result into; ``workspace``: a dict keeping the FFT buffers
     for the next call (a caller's loop over channel blocks).
 
-    ``spectra`` (without autograd, inputs longer than ``DIRECT_CONV_MAX_LEN``, a filter of the input's length): the
-    spectrum of the zero-padded filter with D on tap 0, shape and dtype by :func:`filter_spectra_shape`. With ``h``
-    None it is read in place of ``h`` and ``D`` (a caller keeping spectra between calls), else written."""
+    ``spectra`` (without autograd, inputs longer than ``DIRECT_CONV_MAX_LEN``): the spectrum of the zero-padded
+    filter with D on tap 0, shape and dtype by :func:`filter_spectra_shape`. With ``h`` None it is read in place of
+    ``h`` and ``D`` (a caller keeping spectra between calls; ``taps``: the filter's length, None: the input's), else
+    written."""
     if out is not None and (
         out.shape != v.shape or out.dtype != v.dtype or needs_autograd(v, h, D, pre_gate, post_gate)
     ):
         raise ValueError("long_conv_torch: out= needs a tensor of v's shape and dtype, and no autograd")
     if spectra is not None:
-        return _long_conv_with_spectra(v, h, D, pre_gate, post_gate, out, workspace, spectra)
+        return _long_conv_with_spectra(v, h, D, pre_gate, post_gate, out, workspace, spectra, taps)
     if v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         y = long_conv_reference(v, h, D, pre_gate, post_gate)
         return y if out is None else out.copy_(y)
@@ -397,16 +411,17 @@ def long_conv_torch(
     return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace)
 
 
-def _long_conv_with_spectra(v, h, D, pre_gate, post_gate, out, workspace, spectra: torch.Tensor):
+def _long_conv_with_spectra(v, h, D, pre_gate, post_gate, out, workspace, spectra: torch.Tensor, taps: int | None):
     """:func:`long_conv_torch` reading (``h`` None) or writing the filter's ``spectra``; checks the call suits them."""
-    shape, dtype = filter_spectra_shape(v.shape[1], v.shape[-1], v.dtype)
+    taps = (v.shape[-1] if taps is None else taps) if h is None else h.shape[-1]
+    shape, dtype = filter_spectra_shape(v.shape[1], v.shape[-1], v.dtype, taps)
     if needs_autograd(v, h, D, pre_gate, post_gate) or exporting() or v.shape[-1] <= DIRECT_CONV_MAX_LEN:
         raise ValueError("long_conv_torch: spectra= serves inference of inputs longer than DIRECT_CONV_MAX_LEN")
-    if spectra.shape != shape or spectra.dtype != dtype or (h is not None and h.shape[-1] < v.shape[-1]):
-        raise ValueError(f"long_conv_torch: spectra= needs {shape} {dtype} for a filter as long as the input")
+    if spectra.shape != shape or spectra.dtype != dtype:
+        raise ValueError(f"long_conv_torch: spectra= needs {shape} {dtype} for this input and filter length")
     if out is not None and out.dtype != compute_dtype(v.dtype):
-        return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate, spectra=spectra))
-    return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace, spectra)
+        return out.copy_(_blocked_forward(v, h, D, pre_gate, post_gate, spectra=spectra, taps=taps))
+    return _blocked_forward(v, h, D, pre_gate, post_gate, out, workspace, spectra, taps)
 
 
 def _reused_workspace(seqlen: int, taps: int) -> dict | None:

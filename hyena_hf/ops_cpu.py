@@ -307,7 +307,7 @@ def hyena_mixer_in_channel_blocks(
     kept = None
     if seqlen > DIRECT_CONV_MAX_LEN:
         shape, complex_dtype = filter_spectra_shape(d, seqlen, hidden_states.dtype)
-        kept = spectra_plan(mixer.filter, seqlen, (steps, *shape), complex_dtype)
+        kept = spectra_plan(mixer.filter, seqlen, [shape] * steps, complex_dtype)
     features = None if kept is not None and kept.ready else mixer.filter.features(seqlen)
     out = hidden_states.new_empty(bsz, d, seqlen) if out is None else out
     # A block's projection is a GEMM reading the whole hidden state: sized by bytes alone, a block at 1M tokens
@@ -356,7 +356,7 @@ def hyena_mixer_in_channel_blocks(
                 xs[0] if last else None,
                 out=out[:, c0:c1] if last else None,
                 workspace=workspace,
-                spectra=None if kept is None else kept.spectra[o, c0:c1],
+                spectra=None if kept is None else kept.spectra[o][c0:c1],
             )
     if kept is not None:
         keep_spectra(mixer.filter, kept)

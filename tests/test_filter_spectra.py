@@ -9,24 +9,42 @@ import pytest
 import torch
 from test_inference_paths import random_biases, small_blocks  # noqa: F401 (a fixture)
 
+import hyena_hf.cpu_backbone as cpu_backbone
 import hyena_hf.filter_spectra as filter_spectra
 import hyena_hf.ops as ops
-from hyena_hf.modeling_hyena import HyenaImplicitFilter, ModalFilter
+from hyena_hf.modeling_hyena import H3Mixer, HyenaImplicitFilter, ModalFilter
 
 from conftest import VARIANTS, left_padded_batch, tiny_model
 from test_long_conv import naive
 
 HYENA_VARIANTS = sorted(name for name, overrides in VARIANTS.items() if overrides.get("filter_type") != "h3")
+H3_SSM_PARAMETERS = (
+    "shift_B",
+    "shift_C",
+    "shift_D",
+    "ssm_log_dt",
+    "ssm_inv_A_real",
+    "ssm_A_imag",
+    "ssm_B",
+    "ssm_C",
+    "D",
+)
 
 
 @pytest.fixture
 def filter_calls(monkeypatch):
-    """Counts the filters' evaluations (every Hyena forward that does not read kept spectra makes some)."""
+    """Counts the filters' and H3 kernels' evaluations (every forward that does not read kept spectra makes some)."""
     calls = []
-    for cls in (HyenaImplicitFilter, ModalFilter):
-        original = cls.filters_for
-        monkeypatch.setattr(cls, "filters_for", lambda *args, _f=original, **kw: calls.append(1) or _f(*args, **kw))
+    for cls, name in [(HyenaImplicitFilter, "filters_for"), (ModalFilter, "filters_for"), (H3Mixer, "ssm_kernel")]:
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda *args, _f=original, **kw: calls.append(1) or _f(*args, **kw))
     return calls
+
+
+@pytest.fixture
+def backbone_engine(monkeypatch):
+    """The whole-backbone CPU engine (where H3 mixers read kept spectra) at the tests' tiny sizes."""
+    monkeypatch.setattr(cpu_backbone, "MIN_TENSOR_BYTES", 0)
 
 
 def cold_logits(model, ids, **kwargs) -> torch.Tensor:
@@ -114,7 +132,7 @@ def test_kept_spectra_stay_within_the_budget_and_go_with_the_model(monkeypatch):
     filters = [block.mixer.filter for block in model.backbone.layers]
     for _ in range(3):
         logits(model, ids)
-    spectra = filter_spectra._kept[filters[0]].spectra
+    spectra = filter_spectra._kept[filters[0]].spectra[0]  # order 2: one convolution per layer
     assert all(filter_spectra._kept[f].spectra is not None for f in filters)
 
     model2 = tiny_model(num_hidden_layers=3)
@@ -138,30 +156,70 @@ def test_kept_spectra_stay_within_the_budget_and_go_with_the_model(monkeypatch):
     assert filter_spectra.kept_bytes() <= before - held
 
 
-@pytest.mark.parametrize("L", [33, 100, 257])
-def test_long_conv_writes_then_reads_the_filter_spectra(L, small_blocks):  # noqa: F811
-    """long_conv_torch with ``spectra``: given h, it writes them (result as without); given only them, the same
-    result; both equal the naive convolution. Calls they cannot serve are refused."""
-    g = torch.Generator().manual_seed(L)
+@pytest.mark.parametrize("L,taps", [(33, 33), (100, 100), (257, 257), (100, 7), (45, 6)])
+def test_long_conv_writes_then_reads_the_filter_spectra(L, taps, small_blocks):  # noqa: F811
+    """long_conv_torch with ``spectra``: given h, it writes them (result as without); given only them and the
+    filter's length, the same result; both equal the naive convolution. Calls they cannot serve are refused."""
+    g = torch.Generator().manual_seed(L + taps)
     B, C = 2, 5
-    v, h, D = torch.randn(B, C, L, generator=g), torch.randn(C, L, generator=g), torch.randn(C, generator=g)
+    v, h, D = torch.randn(B, C, L, generator=g), torch.randn(C, taps, generator=g), torch.randn(C, generator=g)
     pre, post = torch.randn(B, C, L, generator=g), torch.randn(B, C, L, generator=g)
-    shape, dtype = ops.filter_spectra_shape(C, L, v.dtype)
+    shape, dtype = ops.filter_spectra_shape(C, L, v.dtype, taps)
     spectra = torch.full(shape, float("nan"), dtype=dtype)
     with torch.no_grad():
         plain = ops.long_conv_torch(v, h, D, pre, post)
         written = ops.long_conv_torch(v, h, D, pre, post, spectra=spectra)
-        read = ops.long_conv_torch(v, None, None, pre, post, spectra=spectra)
-        half = ops.long_conv_torch(
-            v.bfloat16(), None, None, pre, post, out=torch.empty(B, C, L).bfloat16(), spectra=spectra
-        )
+        read = ops.long_conv_torch(v, None, None, pre, post, spectra=spectra, taps=taps)
+        out = torch.empty(B, C, L).bfloat16()
+        half = ops.long_conv_torch(v.bfloat16(), None, None, pre, post, out=out, spectra=spectra, taps=taps)
     ref = naive(v, h, D, pre, post)
     assert torch.equal(written, plain) and torch.equal(read, plain)
     assert (read.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
     assert (half.double() - ref).abs().max() <= 2e-2 * ref.abs().max()
     with pytest.raises(ValueError, match="spectra= serves inference"):
-        ops.long_conv_torch(v.requires_grad_(), None, None, pre, post, spectra=spectra)
+        ops.long_conv_torch(v.requires_grad_(), None, None, pre, post, spectra=spectra, taps=taps)
     with torch.no_grad(), pytest.raises(ValueError, match="spectra= needs"):
-        ops.long_conv_torch(v, None, None, pre, post, spectra=spectra[:-1])
+        ops.long_conv_torch(v, None, None, pre, post, spectra=spectra[:-1], taps=taps)
     with torch.no_grad(), pytest.raises(ValueError, match="spectra= serves inference"):
-        ops.long_conv_torch(v[..., :32], None, None, spectra=spectra)
+        ops.long_conv_torch(v[..., :32], None, None, spectra=spectra, taps=taps)
+
+
+def test_h3_forwards_reading_kept_kernel_spectra_equal_the_module_path(backbone_engine, filter_calls):  # noqa: F811
+    """H3 mixers in the backbone engine: float32 then float64, with and without left padding, the 3rd forward at a
+    length on computes no SSM kernel and gives the module path's logits bit for bit; a prefill's state gives the
+    same greedy continuation."""
+    model = random_biases(tiny_model(**VARIANTS["h3_attn"], num_hidden_layers=3))
+    ids, mask = left_padded_batch(45, 7, seed=5)
+    for dtype in (torch.float32, torch.float64):
+        model = model.to(dtype)
+        for attention_mask in (None, mask):
+            expected = cold_logits(model, ids, attention_mask=attention_mask)
+            for forward in range(4):
+                calls_before = len(filter_calls)
+                assert torch.equal(logits(model, ids, attention_mask=attention_mask), expected), (dtype, forward)
+                computed = len(filter_calls) > calls_before
+                assert computed == (forward < 2 and attention_mask is None), (dtype, forward)
+    generated = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    filter_spectra.release(model)
+    budget, filter_spectra.MAX_BYTES = filter_spectra.MAX_BYTES, 0
+    try:
+        assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False), generated)
+    finally:
+        filter_spectra.MAX_BYTES = budget
+
+
+@pytest.mark.parametrize("name", H3_SSM_PARAMETERS)
+def test_every_change_to_an_h3_ssm_parameter_recomputes_the_spectra(name, backbone_engine):  # noqa: F811
+    model = tiny_model(**VARIANTS["h3_attn"], num_hidden_layers=3)
+    mixer = model.backbone.layers[1].mixer
+    assert {n for n, _ in mixer.named_parameters(recurse=False)} == set(H3_SSM_PARAMETERS)
+    ids = torch.randint(1, 50, (1, 40), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():  # SSM parameters start at zero in places: make every one matter
+        for parameter in mixer.parameters(recurse=False):
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(7)))
+    for _ in range(3):
+        before = logits(model, ids)
+    mixer.get_parameter(name).data.mul_(1.25).add_(0.01)
+    after = logits(model, ids)
+    assert torch.equal(after, cold_logits(model, ids))
+    assert not torch.equal(after, before)
