@@ -5,13 +5,14 @@ weights and the length: recomputing them (the implicit filter's MLP, its decay, 
 of a CPU forward (2K-32K tokens, width 256, 4 layers; benchmarks/bench_floor.py and bench_model.py time both).
 When a filter meets the same length a second time in a row, the CPU engine
 (:func:`hyena_hf.ops_cpu.hyena_mixer_in_channel_blocks`) keeps the spectra it computes and later forwards at that
-length read them.
+length read them; the backbone engine does the same for H3's two SSM kernels (:mod:`hyena_hf.cpu_backbone`).
 
 Kept spectra are only read while everything the filters are computed from is bit for bit what it was: every parameter
-and buffer of the filter module (the positional ones up to the length) is compared with a copy taken when the length
-was first seen, so an optimizer step, ``load_state_dict``, ``.data`` edits or a new dtype or device all recompute
-them. Spectra take 8 bytes per channel and FFT point (twice the length) in float32: memory on top of the model, up to
-``MAX_BYTES`` in the whole process (0 keeps none); an entry goes with its module, or with :func:`release`.
+and buffer of the filter module (the positional ones up to the length; an H3 mixer's SSM parameters) is compared
+with a copy taken when the length was first seen, so an optimizer step, ``load_state_dict``, ``.data`` edits or a new
+dtype or device all recompute them. Spectra take 8 bytes per channel and FFT point (twice the length) in float32:
+memory on top of the model, up to ``MAX_BYTES`` in the whole process (0 keeps none); an entry goes with its module,
+or with :func:`release`.
 """
 
 from __future__ import annotations
