@@ -62,13 +62,10 @@ def logits(model, ids, **kwargs) -> torch.Tensor:
         return model(ids, use_cache=False, **kwargs).logits
 
 
-@pytest.mark.parametrize("variant", HYENA_VARIANTS)
-def test_forwards_reading_kept_spectra_equal_computing_them(variant, small_blocks, filter_calls):  # noqa: F811
-    """Float32 then float64 (the model converted), with and without left padding: the 1st forward at a length
-    computes the filters, the 2nd computes and keeps their spectra, the later ones compute no filter and give the
-    same logits bit for bit."""
-    model = random_biases(tiny_model(**VARIANTS[variant]))
-    ids, mask = left_padded_batch(45, 7, seed=1)
+def assert_kept_from_the_third_forward(model, ids, mask, filter_calls: list):
+    """Float32 then float64 (the model converted; returned), without then with ``mask`` (same length): four forwards
+    each give the logits of the forward computing every filter, bit for bit, and only the first two of the unpadded
+    float32 and float64 ones compute filters. Returns the float64 model."""
     for dtype in (torch.float32, torch.float64):
         model = model.to(dtype)
         for attention_mask in (None, mask):
@@ -77,7 +74,18 @@ def test_forwards_reading_kept_spectra_equal_computing_them(variant, small_block
                 calls_before = len(filter_calls)
                 assert torch.equal(logits(model, ids, attention_mask=attention_mask), expected), (dtype, forward)
                 computed = len(filter_calls) > calls_before
-                assert computed == (forward < 2 and attention_mask is None), (dtype, forward)  # padding: same length
+                assert computed == (forward < 2 and attention_mask is None), (dtype, forward)
+    return model
+
+
+@pytest.mark.parametrize("variant", HYENA_VARIANTS)
+def test_forwards_reading_kept_spectra_equal_computing_them(variant, small_blocks, filter_calls):  # noqa: F811
+    """Float32 then float64 (the model converted), with and without left padding: the 1st forward at a length
+    computes the filters, the 2nd computes and keeps their spectra, the later ones compute no filter and give the
+    same logits bit for bit."""
+    model = random_biases(tiny_model(**VARIANTS[variant]))
+    ids, mask = left_padded_batch(45, 7, seed=1)
+    assert_kept_from_the_third_forward(model, ids, mask, filter_calls)
 
 
 @pytest.mark.parametrize("filter_type", ["implicit", "modal"])
@@ -190,15 +198,7 @@ def test_h3_forwards_reading_kept_kernel_spectra_equal_the_module_path(backbone_
     same greedy continuation."""
     model = random_biases(tiny_model(**VARIANTS["h3_attn"], num_hidden_layers=3))
     ids, mask = left_padded_batch(45, 7, seed=5)
-    for dtype in (torch.float32, torch.float64):
-        model = model.to(dtype)
-        for attention_mask in (None, mask):
-            expected = cold_logits(model, ids, attention_mask=attention_mask)
-            for forward in range(4):
-                calls_before = len(filter_calls)
-                assert torch.equal(logits(model, ids, attention_mask=attention_mask), expected), (dtype, forward)
-                computed = len(filter_calls) > calls_before
-                assert computed == (forward < 2 and attention_mask is None), (dtype, forward)
+    model = assert_kept_from_the_third_forward(model, ids, mask, filter_calls)
     generated = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
     filter_spectra.release(model)
     budget, filter_spectra.MAX_BYTES = filter_spectra.MAX_BYTES, 0
