@@ -96,6 +96,17 @@ def device() -> torch.device:
 
 
 @pytest.fixture
+def small_blocks(monkeypatch):
+    """CPU engines' block sizes shrunk so that every path runs over several blocks with a ragged last one."""
+    import hyena_hf.ops as ops
+    import hyena_hf.ops_cpu as ops_cpu
+
+    monkeypatch.setattr(ops, "FFT_BLOCK_BYTES", 3000)
+    monkeypatch.setattr(ops_cpu, "INFERENCE_BLOCK_BYTES", 5000)
+    monkeypatch.setattr(ops_cpu, "INFERENCE_CHUNK_ROWS", 7)
+
+
+@pytest.fixture
 def relaxed_everywhere(monkeypatch):
     """Relaxed exact decoding (hyena_hf.decoding) from the first step on any device, with windows of 4 tokens (so
     they reopen often); returns the module."""

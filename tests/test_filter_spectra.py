@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 import torch
-from test_inference_paths import random_biases, small_blocks  # noqa: F401 (a fixture)
+from test_inference_paths import random_biases
 
 import hyena_hf.cpu_backbone as cpu_backbone
 import hyena_hf.filter_spectra as filter_spectra
@@ -79,7 +79,7 @@ def assert_kept_from_the_third_forward(model, ids, mask, filter_calls: list):
 
 
 @pytest.mark.parametrize("variant", HYENA_VARIANTS)
-def test_forwards_reading_kept_spectra_equal_computing_them(variant, small_blocks, filter_calls):  # noqa: F811
+def test_forwards_reading_kept_spectra_equal_computing_them(variant, small_blocks, filter_calls):
     """Float32 then float64 (the model converted), with and without left padding: the 1st forward at a length
     computes the filters, the 2nd computes and keeps their spectra, the later ones compute no filter and give the
     same logits bit for bit."""
@@ -165,7 +165,7 @@ def test_kept_spectra_stay_within_the_budget_and_go_with_the_model(monkeypatch):
 
 
 @pytest.mark.parametrize("L,taps", [(33, 33), (100, 100), (257, 257), (100, 7), (45, 6)])
-def test_long_conv_writes_then_reads_the_filter_spectra(L, taps, small_blocks):  # noqa: F811
+def test_long_conv_writes_then_reads_the_filter_spectra(L, taps, small_blocks):
     """long_conv_torch with ``spectra``: given h, it writes them (result as without); given only them and the
     filter's length, the same result; both equal the naive convolution. Calls they cannot serve are refused."""
     g = torch.Generator().manual_seed(L + taps)
@@ -192,7 +192,7 @@ def test_long_conv_writes_then_reads_the_filter_spectra(L, taps, small_blocks): 
         ops.long_conv_torch(v[..., :32], None, None, spectra=spectra, taps=taps)
 
 
-def test_h3_forwards_reading_kept_kernel_spectra_equal_the_module_path(backbone_engine, filter_calls):  # noqa: F811
+def test_h3_forwards_reading_kept_kernel_spectra_equal_the_module_path(backbone_engine, filter_calls):
     """H3 mixers in the backbone engine: float32 then float64, with and without left padding, the 3rd forward at a
     length on computes no SSM kernel and gives the module path's logits bit for bit; a prefill's state gives the
     same greedy continuation."""
@@ -209,7 +209,7 @@ def test_h3_forwards_reading_kept_kernel_spectra_equal_the_module_path(backbone_
 
 
 @pytest.mark.parametrize("name", H3_SSM_PARAMETERS)
-def test_every_change_to_an_h3_ssm_parameter_recomputes_the_spectra(name, backbone_engine):  # noqa: F811
+def test_every_change_to_an_h3_ssm_parameter_recomputes_the_spectra(name, backbone_engine):
     model = tiny_model(**VARIANTS["h3_attn"], num_hidden_layers=3)
     mixer = model.backbone.layers[1].mixer
     assert {n for n, _ in mixer.named_parameters(recurse=False)} == set(H3_SSM_PARAMETERS)

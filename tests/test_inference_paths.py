@@ -13,13 +13,6 @@ from conftest import VARIANTS, left_padded_batch, tiny_model
 from test_long_conv import naive
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    monkeypatch.setattr(ops, "FFT_BLOCK_BYTES", 3000)
-    monkeypatch.setattr(ops_cpu, "INFERENCE_BLOCK_BYTES", 5000)
-    monkeypatch.setattr(ops_cpu, "INFERENCE_CHUNK_ROWS", 7)
-
-
 @pytest.mark.parametrize("L", [33, 100, 255, 1024])
 @pytest.mark.parametrize("gated", [False, True])
 def test_blocked_long_conv_matches_naive_and_autograd_path(L, gated, small_blocks):
