@@ -96,7 +96,7 @@ def _h3_kept_spectra(mixer, x: torch.Tensor) -> SpectraPlan | None:
     d, seqlen = x.shape[-1], x.shape[1]
     if seqlen <= DIRECT_CONV_MAX_LEN or resolve_impl(mixer.config.long_conv_impl, x.device) != "torch":
         return None
-    taps = min(mixer.config.ssm_state_size, seqlen)  # the shift SSM is an FIR filter of d_state taps
+    taps = mixer.config.ssm_state_size  # the shift SSM is an FIR filter of d_state taps
     (shift, complex_dtype), (diagonal, _) = (filter_spectra_shape(d, seqlen, x.dtype, n) for n in (taps, seqlen))
     inputs = filter_inputs(mixer, seqlen, recurse=False)  # the SSM parameters, not the projections
     return spectra_plan(mixer, seqlen, [shift, diagonal], complex_dtype, inputs)

@@ -240,12 +240,12 @@ def _blocked_forward(
     filter go straight into zero-padded FFT buffers reused from block to block (and from call to call through
     ``workspace``, see :func:`zero_padded`), the skip folded into the filter's tap 0, spectral product in place,
     post-gate writes the result (into ``out`` when given, a (B, C, L) tensor of the compute dtype). ``spectra``
-    (see :func:`long_conv_torch`): the filter's spectrum, read in place of h and D (a filter of ``taps`` taps, None:
-    as many as the input) when h is None, else written."""
+    (see :func:`long_conv_torch`): the filter's spectrum, read in place of h and D (a filter of ``taps`` taps) when
+    h is None, else written."""
     bsz, channels, seqlen = v.shape
     dtype = compute_dtype(v.dtype)
     if h is None:
-        taps = seqlen if taps is None else min(taps, seqlen)
+        taps = min(taps, seqlen)
     else:
         if h.shape[-1] == 0:  # one zero tap: tap 0 is written on every call (it carries the skip)
             h = h.new_zeros(h.shape[0], 1)
