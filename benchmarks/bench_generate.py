@@ -23,7 +23,7 @@ from transformers import DynamicCache
 
 from hyena_hf import distill
 from hyena_hf.benchmarks.models import bench_hyena, same_size_gpt2
-from hyena_hf.benchmarks.timing import command_line, cpu_model, median_seconds
+from hyena_hf.benchmarks.timing import median_seconds, run_record
 
 
 @torch.no_grad()
@@ -114,13 +114,7 @@ def main() -> None:
             for n in modal:
                 summary[f"B{batch}_C{r['context']}_modal{n}_vs_gpt2kv_speedup"] = r["gpt2_kv_s"] / r[f"modal{n}_s"]
     result = {
-        "command": command_line("bench_generate.py", args),
-        "device": "cpu",
-        "threads": args.threads,
-        "machine": cpu_model(),
-        "torch": torch.__version__,
-        "hidden_size": args.hidden_size,
-        "layers": args.layers,
+        **run_record("bench_generate.py", args, torch.device("cpu")),
         "rows": rows,
         "ratios": summary,
     }

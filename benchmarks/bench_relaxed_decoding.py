@@ -24,7 +24,7 @@ import torch
 
 import hyena_hf.decoding as decoding
 from hyena_hf.benchmarks.models import bench_hyena
-from hyena_hf.benchmarks.timing import command_line, cpu_model
+from hyena_hf.benchmarks.timing import run_record
 
 
 def _sync(device: torch.device) -> None:
@@ -107,18 +107,11 @@ def main() -> None:
     crossover = {}
     for batch in args.batches:
         wins = [r["context"] for r in rows if r["batch"] == batch and r["speedup"] > 1]
-        crossover[f"B{batch}"] = min(wins) if wins else None
-        first = min(wins) if wins else None
+        first = crossover[f"B{batch}"] = min(wins) if wins else None
         elements = None if first is None else batch * args.hidden_size * first
         print(f"B={batch}: relaxed faster from context {first} of {args.contexts} (B d T = {elements})")
     result = {
-        "command": command_line("bench_relaxed_decoding.py", args),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "machine": cpu_model(),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "hidden_size": args.hidden_size,
-        "layers": args.layers,
+        **run_record("bench_relaxed_decoding.py", args, device),
         "steps": args.steps,
         "thresholds": {
             "EXACT_RELAXED_MIN_HISTORY": decoding.EXACT_RELAXED_MIN_HISTORY,

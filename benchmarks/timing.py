@@ -78,3 +78,17 @@ def command_line(script: str, args: argparse.Namespace, leave_out: tuple[str, ..
         if name not in leave_out
     )
     return f"python benchmarks/{script} " + " ".join(options)
+
+
+def run_record(script: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """What a model benchmark's JSON opens with: the reproducing command, the device (a GPU's name, else "cpu"),
+    the CPU model, threads, torch version, and the model's width and depth (``args.hidden_size``, ``args.layers``)."""
+    return {
+        "command": command_line(script, args),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "machine": cpu_model(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "hidden_size": args.hidden_size,
+        "layers": args.layers,
+    }
